@@ -1,0 +1,3 @@
+from pyti.cli import main
+
+main()

@@ -1,0 +1,113 @@
+"""The `pyti` command: thin typer commands that call the library and render.
+
+Every `PytiError` becomes one line on stderr and its exit code; a traceback
+only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pyti import __version__
+from pyti.errors import EXIT_INTERRUPTED, PytiError
+
+app = typer.Typer(
+    name="pyti",
+    help="Test a Python package inside a throwaway, network-less QEMU guest.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+image_app = typer.Typer(help="Build and manage guest images.", no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect and clear pyti's caches.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+app.add_typer(cache_app, name="cache")
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pyti {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def doctor(
+    accel: Annotated[
+        str | None, typer.Option(help="Skip the KVM probe and report this accelerator.")
+    ] = None,
+) -> None:
+    """Check QEMU, the accelerator, caches and disk; name the fix for anything missing."""
+    from pyti.doctor import check, render
+
+    report = check(accel=accel)
+    render(report, typer.echo)
+    raise typer.Exit(0 if report.ok else 3)
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Show where the caches live and how big they are."""
+    from pyti.doctor import cache_lines
+
+    for line in cache_lines():
+        typer.echo(line)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Remove everything in pyti's cache (images, downloads, setup disks). Results are kept."""
+    from pyti.cache import clear
+
+    if not yes and not typer.confirm("Remove pyti's whole cache?"):
+        raise typer.Exit(1)
+    freed = clear()
+    typer.echo(f"freed {freed / 1e6:.1f} MB")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except PytiError as error:
+        if _state["debug"]:
+            raise
+        err.print(f"pyti: error: {error}")
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("pyti: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        err.print("pyti: aborted")
+        sys.exit(1)
+    except Exception as usage:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(usage, click.ClickException):
+            usage.show()
+            sys.exit(usage.exit_code)
+        raise
