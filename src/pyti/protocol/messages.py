@@ -1,0 +1,371 @@
+"""The messages between the guest agent and the host: frozen, keyword-only, validated.
+
+Every message validates its fields in `__post_init__` (types, ranges, lengths), so an
+object that exists is a message the other side accepts. A violation raises
+`InvalidMessage`, a `ProtocolError` (and a `ValueError`, for callers that build messages).
+
+This module is copied into the guest image: it imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+TASK_NAMES = frozenset({"metadata", "install", "test", "quality"})
+TASK_OUTCOMES = frozenset(
+    {"passed", "failed", "no-tests", "install-failed", "build-failed", "error", "skipped"}
+)
+TEST_OUTCOMES = frozenset({"passed", "failed", "error", "skipped", "xfailed", "xpassed"})
+STREAMS = frozenset({"stdout", "stderr"})
+
+# Field caps. The frame cap (1 MiB by default) bounds everything anyway; these keep
+# single fields sane so the store and the renderer never meet a 1 MiB node id.
+MAX_SHORT = 128  # versions, ids, kinds, stream and task names
+MAX_NAME = 256  # package names and versions
+MAX_NODEID = 4096
+MAX_REASON = 1024
+MAX_DETAIL = 8192
+MAX_REPORT = 64 * 1024  # characters of a test's failure report, truncated by the sender
+MAX_CHUNK = 256 * 1024  # bytes of one Output chunk
+MAX_METADATA = 512 * 1024  # bytes of a core metadata file
+MAX_ARGS = 256
+MAX_ARG = 4096
+MAX_TASKS = 16
+MAX_COUNTS = 32
+MAX_INT = (1 << 63) - 1
+MAX_DURATION = 1e9  # seconds; anything larger is a broken clock, not a slow test
+
+
+class ProtocolError(Exception):
+    """The byte stream or a message broke the protocol; the connection is dead afterwards."""
+
+
+class InvalidMessage(ProtocolError, ValueError):
+    """A message field has the wrong type, range or length."""
+
+
+def truncate_text(
+    text: str, limit: int, marker: str = "\n[... {n} characters omitted ...]\n"
+) -> str:
+    """Keep the head and tail of `text` within `limit` characters (for `TestResult.report`)."""
+    if len(text) <= limit:
+        return text
+    note = marker.format(n=len(text) - limit)
+    keep = max(limit - len(note), 0)
+    head = keep // 2
+    tail = keep - head
+    return text[:head] + note[: limit - keep] + (text[-tail:] if tail else "")
+
+
+def _str(name: str, value: object, limit: int, *, empty: bool = True) -> None:
+    if type(value) is not str:
+        raise InvalidMessage(f"{name} must be a string, not {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidMessage(f"{name} is longer than {limit} characters")
+    if not empty and not value:
+        raise InvalidMessage(f"{name} must not be empty")
+
+
+def _choice(name: str, value: object, choices: frozenset[str]) -> None:
+    if type(value) is not str or value not in choices:
+        raise InvalidMessage(f"{name} must be one of {sorted(choices)}, not {value!r:.80}")
+
+
+def _token(name: str, value: object, *, empty: bool = False) -> None:
+    """A short lowercase identifier such as a finding kind: [a-z0-9-]."""
+    _str(name, value, MAX_SHORT, empty=empty)
+    assert isinstance(value, str)
+    if value.strip("abcdefghijklmnopqrstuvwxyz0123456789-"):
+        raise InvalidMessage(f"{name} must use only a-z, 0-9 and '-', not {value!r:.80}")
+
+
+def _int(name: str, value: object, low: int, high: int) -> None:
+    if type(value) is not int:
+        raise InvalidMessage(f"{name} must be an integer, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidMessage(f"{name} must be in [{low}, {high}], not {value}")
+
+
+def _bytes(name: str, value: object, limit: int) -> None:
+    if type(value) is not bytes:
+        raise InvalidMessage(f"{name} must be bytes, not {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidMessage(f"{name} is longer than {limit} bytes")
+
+
+def _duration(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if type(value) is int:  # a peer may encode 0.0 as 0; keep the field a float
+        value = float(value)
+        object.__setattr__(obj, name, value)
+    if type(value) is not float:
+        raise InvalidMessage(f"{name} must be a number, not {type(value).__name__}")
+    if not (math.isfinite(value) and 0.0 <= value <= MAX_DURATION):
+        raise InvalidMessage(f"{name} must be finite and in [0, {MAX_DURATION:g}], not {value}")
+
+
+def _str_tuple(obj: object, name: str, max_items: int, item_limit: int) -> tuple[str, ...]:
+    value = getattr(obj, name)
+    if type(value) not in (tuple, list):
+        raise InvalidMessage(f"{name} must be a sequence of strings, not {type(value).__name__}")
+    if len(value) > max_items:
+        raise InvalidMessage(f"{name} has more than {max_items} items")
+    for item in value:
+        _str(f"{name} item", item, item_limit)
+    result = tuple(value)
+    object.__setattr__(obj, name, result)
+    return result
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """Base class of every message; `TYPE` is the wire name in the frame's "type" key."""
+
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Hello(Message):
+    """Guest to host, always the first frame: who is talking."""
+
+    TYPE: ClassVar[str] = "hello"
+    protocol_version: int
+    agent_version: str
+    python_version: str
+    image_id: str
+    boot_id: str
+
+    def __post_init__(self) -> None:
+        _int("protocol_version", self.protocol_version, 0, MAX_INT)
+        _str("agent_version", self.agent_version, MAX_SHORT)
+        _str("python_version", self.python_version, MAX_SHORT)
+        _str("image_id", self.image_id, MAX_SHORT)
+        _str("boot_id", self.boot_id, MAX_SHORT)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Start(Message):
+    """Host to guest, once, after Hello: run these tasks in this order."""
+
+    TYPE: ClassVar[str] = "start"
+    run_id: str
+    tasks: tuple[str, ...]
+    test_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _str("run_id", self.run_id, MAX_SHORT, empty=False)
+        tasks = _str_tuple(self, "tasks", MAX_TASKS, MAX_SHORT)
+        for task in tasks:
+            _choice("task", task, TASK_NAMES)
+        if len(set(tasks)) != len(tasks):
+            raise InvalidMessage("tasks must not repeat")
+        _str_tuple(self, "test_args", MAX_ARGS, MAX_ARG)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Cancel(Message):
+    """Host to guest: stop the current task and say Goodbye."""
+
+    TYPE: ClassVar[str] = "cancel"
+    reason: str
+
+    def __post_init__(self) -> None:
+        _str("reason", self.reason, MAX_REASON)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskStarted(Message):
+    TYPE: ClassVar[str] = "task-started"
+    task: str
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASK_NAMES)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Metadata(Message):
+    """A package's prepared core metadata (METADATA or PKG-INFO), raw bytes."""
+
+    TYPE: ClassVar[str] = "metadata"
+    name: str
+    version: str
+    metadata: bytes
+
+    def __post_init__(self) -> None:
+        _str("name", self.name, MAX_NAME)
+        _str("version", self.version, MAX_NAME)
+        _bytes("metadata", self.metadata, MAX_METADATA)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TestResult(Message):
+    """One test's outcome; `report` is truncated by the sender (see `truncate_text`)."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+    TYPE: ClassVar[str] = "test-result"
+    nodeid: str
+    outcome: str
+    duration: float
+    report: str = ""
+
+    def __post_init__(self) -> None:
+        _str("nodeid", self.nodeid, MAX_NODEID, empty=False)
+        _choice("outcome", self.outcome, TEST_OUTCOMES)
+        _duration(self, "duration")
+        _str("report", self.report, MAX_REPORT)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Output(Message):
+    """A chunk of a task's stdout or stderr, raw bytes (not necessarily valid UTF-8)."""
+
+    TYPE: ClassVar[str] = "output"
+    task: str
+    stream: str
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASK_NAMES)
+        _choice("stream", self.stream, STREAMS)
+        _bytes("data", self.data, MAX_CHUNK)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Finding(Message):
+    """Something the guest noticed, e.g. kind "network" for a refused connect."""
+
+    TYPE: ClassVar[str] = "finding"
+    kind: str
+    detail: str
+    task: str = ""
+
+    def __post_init__(self) -> None:
+        _token("kind", self.kind)
+        _str("detail", self.detail, MAX_DETAIL)
+        if self.task != "":
+            _choice("task", self.task, TASK_NAMES)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskFinished(Message):
+    TYPE: ClassVar[str] = "task-finished"
+    task: str
+    outcome: str
+    exit_code: int | None
+    duration: float
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice("task", self.task, TASK_NAMES)
+        _choice("outcome", self.outcome, TASK_OUTCOMES)
+        if self.exit_code is not None:
+            _int("exit_code", self.exit_code, -(1 << 31), (1 << 31) - 1)
+        _duration(self, "duration")
+        counts = self.counts
+        if not isinstance(counts, Mapping):
+            raise InvalidMessage(f"counts must be a mapping, not {type(counts).__name__}")
+        if len(counts) > MAX_COUNTS:
+            raise InvalidMessage(f"counts has more than {MAX_COUNTS} entries")
+        for key, number in counts.items():
+            _token("counts key", key)
+            _int("counts value", number, 0, MAX_INT)
+        # A read-only copy: the dataclass is frozen, its mapping should be too.
+        object.__setattr__(self, "counts", types.MappingProxyType(dict(counts)))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heartbeat(Message):
+    """Guest to host every few seconds, from the agent's own thread: "still alive"."""
+
+    TYPE: ClassVar[str] = "heartbeat"
+    seq: int
+
+    def __post_init__(self) -> None:
+        _int("seq", self.seq, 0, MAX_INT)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Goodbye(Message):
+    """Guest to host, last frame: the agent is done and the guest powers off."""
+
+    TYPE: ClassVar[str] = "goodbye"
+    reason: str = "done"
+
+    def __post_init__(self) -> None:
+        _str("reason", self.reason, MAX_REASON)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UnknownMessage:
+    """A frame whose "type" this side does not know (a newer peer); counted and skipped.
+
+    Not a `Message`: it cannot be sent.
+    """
+
+    type: str
+    size: int
+
+
+HOST_TO_GUEST: tuple[type[Message], ...] = (Start, Cancel)
+GUEST_TO_HOST: tuple[type[Message], ...] = (
+    Hello,
+    TaskStarted,
+    Metadata,
+    TestResult,
+    Output,
+    Finding,
+    TaskFinished,
+    Heartbeat,
+    Goodbye,
+)
+MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in HOST_TO_GUEST + GUEST_TO_HOST}
+
+
+def _field_names(cls: type[Message]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+_FIELDS: dict[type[Message], tuple[str, ...]] = {
+    cls: _field_names(cls) for cls in MESSAGE_TYPES.values()
+}
+
+
+def to_wire(message: Message) -> dict[str, Any]:
+    """The CBOR map of a message: {"type": ..., field: value, ...}."""
+    cls = type(message)
+    wire: dict[str, Any] = {"type": cls.TYPE}
+    for name in _FIELDS[cls]:
+        value = getattr(message, name)
+        if isinstance(value, types.MappingProxyType):
+            value = dict(value)
+        wire[name] = value
+    return wire
+
+
+def from_wire(wire: object, size: int = 0) -> Message | UnknownMessage:
+    """Build a message from a decoded CBOR map. Unknown fields are ignored.
+
+    A known type with a missing or invalid field raises `InvalidMessage`; an unknown type
+    gives `UnknownMessage` (the caller decides how many it tolerates).
+    """
+    if type(wire) is not dict:
+        raise InvalidMessage(f"a frame must hold a map, not {type(wire).__name__}")
+    kind = wire.get("type")
+    if type(kind) is not str:
+        raise InvalidMessage('a frame must have a string "type"')
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        _str("type", kind, MAX_SHORT, empty=False)
+        return UnknownMessage(type=kind, size=size)
+    names = _FIELDS[cls]
+    kwargs = {name: wire[name] for name in names if name in wire}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise InvalidMessage(f"{kind}: {exc}") from None
