@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import ClickException
 
 from pyti import __version__
 from pyti.errors import EXIT_INTERRUPTED, PytiError
@@ -59,9 +60,11 @@ def doctor(
     ] = None,
 ) -> None:
     """Check QEMU, the accelerator, caches and disk; name the fix for anything missing."""
+    from pyti.config import load_settings
     from pyti.doctor import check, render
 
-    report = check(accel=accel)
+    settings = load_settings({"accel": accel})
+    report = check(accel=accel and settings.accel)
     render(report, typer.echo)
     raise typer.Exit(0 if report.ok else 3)
 
@@ -104,10 +107,6 @@ def main() -> None:
     except typer.Abort:
         err.print("pyti: aborted")
         sys.exit(1)
-    except Exception as usage:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(usage, click.ClickException):
-            usage.show()
-            sys.exit(usage.exit_code)
-        raise
+    except ClickException as usage:  # usage errors arrive here in non-standalone mode
+        usage.show()
+        sys.exit(usage.exit_code)

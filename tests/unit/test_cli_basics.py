@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def _pyti(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyti", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_unknown_subcommand_is_a_usage_error_without_traceback() -> None:
+    result = _pyti("frobnicate")
+    assert result.returncode == 2
+    assert "No such command 'frobnicate'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_option_is_a_usage_error_without_traceback() -> None:
+    result = _pyti("doctor", "--bogus")
+    assert result.returncode == 2
+    assert "No such option: --bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = _pyti("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("pyti ")
+
+
+def test_a_pyti_error_is_one_line_with_its_exit_code() -> None:
+    result = _pyti("doctor", "--accel", "hvf")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pyti: error: unknown accelerator 'hvf'; use one of ('auto', 'kvm', 'tcg')"
+    ]
