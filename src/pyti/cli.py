@@ -93,7 +93,10 @@ def cache_clear(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns an Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except PytiError as error:
         if _state["debug"]:
             raise
