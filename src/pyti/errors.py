@@ -22,6 +22,7 @@ and exits with its `exit_code`; a traceback only with `--debug`::
     │   └── GuestCrashed            kernel panic, or the agent vanished
     └── HostError                   exit 4: pyti's side failed
         ├── QemuFailed              QEMU exited unexpectedly (exit code and log path kept)
+        ├── VmStateError            a Machine method called in a state that forbids it (a bug)
         ├── ImageBuildFailed        the guest image build failed (log path kept)
         └── StoreError              the results database is unusable
 """
@@ -127,6 +128,10 @@ class ImageBuildFailed(HostError):
     def __init__(self, message: str, *, log: Path | None = None) -> None:
         super().__init__(f"{message}; log: {log}" if log else message)
         self.log = log
+
+
+class VmStateError(HostError):
+    pass
 
 
 class StoreError(HostError):
