@@ -1,0 +1,77 @@
+"""QMP for a trio program: qemu.qmp's asyncio `QMPClient` bridged with trio-asyncio.
+
+Why trio-asyncio and not the legacy synchronous client in `trio.to_thread`: QEMU's events
+(SHUTDOWN, GUEST_PANICKED) arrive whenever they happen, and the sync client can only wait for
+them by parking a thread in a blocking read for the VM's whole life, which trio cannot cancel.
+Under trio-asyncio the client runs on an asyncio loop that is itself a trio task: commands and
+the event wait are ordinary cancellable awaits, and no thread is involved. (qemu.qmp 0.0.6 runs
+under trio-asyncio 0.16 with trio 0.35 without warnings; tests/e2e/test_machine_qmp.py checks.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio_asyncio
+from qemu.qmp import EventListener, QMPClient
+
+from pyti.errors import QemuFailed
+
+log = logging.getLogger(__name__)
+
+# Only these are queued: the guest can make QEMU emit others (RTC_CHANGE, ...) at will.
+WATCHED_EVENTS = ("SHUTDOWN", "GUEST_PANICKED", "RESET", "STOP", "RESUME")
+DISCONNECT_TIMEOUT = 2.0
+
+
+class Qmp:
+    """A connected QMP session; made by `open_qmp`."""
+
+    def __init__(self, client: Any, listener: Any) -> None:
+        self._client = client
+        self._listener = listener
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> object:
+        try:
+            return await trio_asyncio.aio_as_trio(self._client.execute)(
+                command, dict(arguments) if arguments else None
+            )
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            raise QemuFailed(f"QMP {command} failed: {exc}", returncode=None, log=None) from exc
+
+    async def next_event(self) -> dict[str, Any]:
+        """The next watched event, e.g. {"event": "SHUTDOWN", "data": {...}, ...}."""
+        event = await trio_asyncio.aio_as_trio(self._listener.get)()
+        return dict(event)
+
+
+@contextlib.asynccontextmanager
+async def open_qmp(socket_path: Path, *, name: str = "pyti") -> AsyncIterator[Qmp]:
+    """Connect to QEMU's QMP socket (QEMU listens); disconnect on exit, even when cancelled."""
+    async with trio_asyncio.open_loop():
+        client = QMPClient(name)
+        listener = EventListener(names=WATCHED_EVENTS)
+        client.register_listener(listener)
+        try:
+            await trio_asyncio.aio_as_trio(client.connect)(str(socket_path))
+        except trio.Cancelled:
+            raise
+        except Exception as exc:
+            raise QemuFailed(
+                f"cannot connect to QMP at {socket_path}: {exc}", returncode=None, log=None
+            ) from exc
+        try:
+            yield Qmp(client, listener)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_TIMEOUT):
+                try:
+                    await trio_asyncio.aio_as_trio(client.disconnect)()
+                except Exception as exc:  # EOF after QEMU quit is the normal case
+                    log.debug("QMP disconnect: %r", exc)
