@@ -202,10 +202,12 @@ class _Conversation:
         """The reason `message` from `sender` is out of order now, or None after recording it."""
         if sender is Role.GUEST:
             return self._from_guest(message)
-        if type(message) not in HOST_TO_GUEST:
+        if type(message) not in HOST_TO_GUEST and type(message) is not UnknownMessage:
             return f"{type(message).__name__} cannot come from the host"
         if self.hello is None:
             return f"{type(message).__name__} before the guest's Hello"
+        if isinstance(message, UnknownMessage):  # a newer host; the guest skips it
+            return None
         if type(message) is Start:
             if self.start is not None:
                 return "a second Start"
@@ -324,9 +326,9 @@ class Connection:
         return error
 
     def receive_data(self, data: bytes) -> None:
-        """Add bytes from the peer; b"" means the stream ended."""
+        """Add bytes from the peer; b"" means the stream ended (repeating it is harmless)."""
         self._raise_if_dead()
-        if self._eof:
+        if self._eof and data:
             raise self._die(LocalProtocolError("receive_data after the end of the stream"))
         if data:
             self._buffer += data

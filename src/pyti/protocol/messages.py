@@ -50,17 +50,23 @@ class InvalidMessage(ProtocolError, ValueError):
     """A message field has the wrong type, range or length."""
 
 
-def truncate_text(
-    text: str, limit: int, marker: str = "\n[... {n} characters omitted ...]\n"
-) -> str:
-    """Keep the head and tail of `text` within `limit` characters (for `TestResult.report`)."""
+def truncate_text(text: str, limit: int) -> str:
+    """Keep the head and tail of `text` within `limit` characters (for `TestResult.report`).
+
+    The middle becomes "[... N characters omitted ...]", N counting exactly what was cut.
+    """
     if len(text) <= limit:
         return text
-    note = marker.format(n=len(text) - limit)
-    keep = max(limit - len(note), 0)
-    head = keep // 2
+    keep = limit
+    for _ in range(3):  # the note's width depends on N, which depends on the note's width
+        note = f"\n[... {len(text) - keep} characters omitted ...]\n"
+        keep = max(limit - len(note), 0)
+    note = f"\n[... {len(text) - keep} characters omitted ...]\n"
+    if len(note) > limit:  # a limit too small for any note: plain cut
+        return text[:limit]
+    head = keep // 2 + keep % 2
     tail = keep - head
-    return text[:head] + note[: limit - keep] + (text[-tail:] if tail else "")
+    return text[:head] + note + (text[len(text) - tail :] if tail else "")
 
 
 def _str(name: str, value: object, limit: int, *, empty: bool = True) -> None:

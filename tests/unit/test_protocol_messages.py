@@ -1,0 +1,204 @@
+"""Messages: constructor validation and wire round trips (also run against old cbor2)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyti.protocol import messages as m
+from pyti.protocol.codec import decode_body, encode
+
+text = st.text(max_size=40)
+short = st.text(max_size=m.MAX_SHORT)
+task = st.sampled_from(sorted(m.TASK_NAMES))
+token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
+duration = st.floats(min_value=0.0, max_value=m.MAX_DURATION, allow_nan=False)
+small_bytes = st.binary(max_size=300)
+str_tuple = st.lists(text, max_size=5).map(tuple)
+
+MESSAGES: dict[type[m.Message], st.SearchStrategy[m.Message]] = {
+    m.Hello: st.builds(
+        m.Hello,
+        protocol_version=st.integers(0, m.MAX_INT),
+        agent_version=short,
+        python_version=short,
+        image_id=short,
+        boot_id=short,
+    ),
+    m.Start: st.builds(
+        m.Start,
+        run_id=st.text(min_size=1, max_size=m.MAX_SHORT),
+        tasks=st.lists(task, unique=True, max_size=4).map(tuple),
+        test_args=str_tuple,
+    ),
+    m.Cancel: st.builds(m.Cancel, reason=text),
+    m.TaskStarted: st.builds(m.TaskStarted, task=task),
+    m.Metadata: st.builds(m.Metadata, name=text, version=text, metadata=small_bytes),
+    m.TestResult: st.builds(
+        m.TestResult,
+        nodeid=st.text(min_size=1, max_size=80),
+        outcome=st.sampled_from(sorted(m.TEST_OUTCOMES)),
+        duration=duration,
+        report=text,
+    ),
+    m.Output: st.builds(
+        m.Output, task=task, stream=st.sampled_from(["stdout", "stderr"]), data=small_bytes
+    ),
+    m.Finding: st.builds(m.Finding, kind=token, detail=text, task=st.just("") | task),
+    m.TaskFinished: st.builds(
+        m.TaskFinished,
+        task=task,
+        outcome=st.sampled_from(sorted(m.TASK_OUTCOMES)),
+        exit_code=st.none() | st.integers(-(1 << 31), (1 << 31) - 1),
+        duration=duration,
+        counts=st.dictionaries(token, st.integers(0, m.MAX_INT), max_size=5),
+    ),
+    m.Heartbeat: st.builds(m.Heartbeat, seq=st.integers(0, m.MAX_INT)),
+    m.Goodbye: st.builds(m.Goodbye, reason=text),
+}
+any_message = st.one_of(*MESSAGES.values())
+
+
+def test_every_message_type_has_a_strategy() -> None:
+    assert set(MESSAGES) == set(m.MESSAGE_TYPES.values())
+
+
+def test_wire_names_are_unique_and_short() -> None:
+    names = [cls.TYPE for cls in m.MESSAGE_TYPES.values()]
+    assert len(set(names)) == len(names)
+    assert all(0 < len(name) <= 16 for name in names)
+
+
+@given(any_message)
+def test_every_message_round_trips_through_a_frame(message: m.Message) -> None:
+    frame = encode(message)
+    assert int.from_bytes(frame[:4], "big") == len(frame) - 4
+    assert decode_body(frame[4:]) == message
+
+
+def test_bytes_stay_bytes_and_tuples_stay_tuples() -> None:
+    start = decode_body(encode(m.Start(run_id="r", tasks=["install"], test_args=["-x"]))[4:])
+    assert isinstance(start, m.Start)
+    assert start.tasks == ("install",)
+    assert start.test_args == ("-x",)
+    out = decode_body(encode(m.Output(task="test", stream="stdout", data=b"\xff\x00"))[4:])
+    assert isinstance(out, m.Output)
+    assert out.data == b"\xff\x00"
+
+
+def test_unknown_fields_are_ignored() -> None:
+    wire = {"type": "heartbeat", "seq": 3, "from_the_future": [1, 2]}
+    assert m.from_wire(wire) == m.Heartbeat(seq=3)
+
+
+def test_unknown_type_is_an_unknown_message_with_its_size() -> None:
+    assert m.from_wire({"type": "telemetry", "x": 1}, 12) == m.UnknownMessage(
+        type="telemetry", size=12
+    )
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        [],
+        {"seq": 1},
+        {"type": 7},
+        {"type": ""},
+        {"type": "x" * (m.MAX_SHORT + 1)},
+        {"type": "heartbeat"},
+        {"type": "heartbeat", "seq": -1},
+        {"type": "heartbeat", "seq": True},
+        {"type": "heartbeat", "seq": 1.0},
+        {"type": "test-result", "nodeid": "a", "outcome": "passed", "duration": "1"},
+        {"type": "output", "task": "test", "stream": "stdout", "data": "text, not bytes"},
+        {"type": "task-finished", "task": "test", "outcome": "passed", "exit_code": 0,
+         "duration": 1.0, "counts": [1]},
+    ],
+)  # fmt: skip
+def test_malformed_wire_maps_are_invalid(wire: object) -> None:
+    with pytest.raises(m.InvalidMessage):
+        m.from_wire(wire)
+
+
+def test_invalid_message_is_a_protocol_error_and_a_value_error() -> None:
+    with pytest.raises(m.ProtocolError):
+        m.Heartbeat(seq=-1)
+    with pytest.raises(ValueError):
+        m.Goodbye(reason="x" * (m.MAX_REASON + 1))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: m.Hello(protocol_version=1, agent_version="a" * 129, python_version="",
+                         image_id="", boot_id=""), "agent_version"),
+        (lambda: m.Start(run_id="", tasks=()), "run_id"),
+        (lambda: m.Start(run_id="r", tasks=("test", "test")), "repeat"),
+        (lambda: m.Start(run_id="r", tasks=("deploy",)), "task"),
+        (lambda: m.Start(run_id="r", tasks=(), test_args=("a",) * (m.MAX_ARGS + 1)), "items"),
+        (lambda: m.TestResult(nodeid="", outcome="passed", duration=0.0), "nodeid"),
+        (lambda: m.TestResult(nodeid="a", outcome="ok", duration=0.0), "outcome"),
+        (lambda: m.TestResult(nodeid="a", outcome="passed", duration=-1.0), "duration"),
+        (lambda: m.TestResult(nodeid="a", outcome="passed", duration=math.nan), "duration"),
+        (lambda: m.TestResult(nodeid="a", outcome="passed", duration=math.inf), "duration"),
+        (lambda: m.TestResult(nodeid="a", outcome="passed", duration=0.0,
+                              report="r" * (m.MAX_REPORT + 1)), "report"),
+        (lambda: m.Output(task="test", stream="stdin", data=b""), "stream"),
+        (lambda: m.Output(task="test", stream="stdout", data=b"x" * (m.MAX_CHUNK + 1)), "data"),
+        (lambda: m.Finding(kind="Network!", detail=""), "kind"),
+        (lambda: m.TaskFinished(task="test", outcome="passed", exit_code=1 << 40,
+                                duration=0.0), "exit_code"),
+        (lambda: m.TaskFinished(task="test", outcome="passed", exit_code=0, duration=0.0,
+                                counts={f"k{i}": 1 for i in range(m.MAX_COUNTS + 1)}), "counts"),
+        (lambda: m.Metadata(name="n", version="v", metadata=b"x" * (m.MAX_METADATA + 1)),
+         "metadata"),
+    ],
+)  # fmt: skip
+def test_constructors_refuse_bad_fields(build: object, message: str) -> None:
+    assert callable(build)
+    with pytest.raises(m.InvalidMessage, match=message):
+        build()
+
+
+def test_limits_are_inclusive_at_the_edge() -> None:
+    m.TestResult(nodeid="n" * m.MAX_NODEID, outcome="passed", duration=m.MAX_DURATION)
+    m.Output(task="test", stream="stderr", data=b"x" * m.MAX_CHUNK)
+    m.Heartbeat(seq=m.MAX_INT)
+    with pytest.raises(m.InvalidMessage):
+        m.Heartbeat(seq=m.MAX_INT + 1)
+
+
+def test_integer_duration_becomes_a_float() -> None:
+    result = m.TestResult(nodeid="a", outcome="passed", duration=0)
+    assert type(result.duration) is float
+
+
+def test_task_finished_counts_are_read_only() -> None:
+    counts = {"passed": 2}
+    finished = m.TaskFinished(task="test", outcome="passed", exit_code=0, duration=1.0,
+                              counts=counts)  # fmt: skip
+    counts["failed"] = 1
+    assert dict(finished.counts) == {"passed": 2}
+    with pytest.raises(TypeError):
+        finished.counts["failed"] = 1  # type: ignore[index]
+
+
+@given(st.text(max_size=300), st.integers(0, 200))
+def test_truncate_text_keeps_head_and_tail_within_the_limit(text_: str, limit: int) -> None:
+    cut = m.truncate_text(text_, limit)
+    assert len(cut) <= limit
+    if len(text_) <= limit:
+        assert cut == text_
+        return
+    match = re.search(r"\n\[\.\.\. (\d+) characters omitted \.\.\.\]\n", cut)
+    if match is None:  # limit too small for the note
+        assert cut == text_[:limit]
+        return
+    head, tail = cut[: match.start()], cut[match.end() :]
+    assert text_.startswith(head)
+    assert text_.endswith(tail)
+    assert len(head) + int(match.group(1)) + len(tail) == len(text_)
