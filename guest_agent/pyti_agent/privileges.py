@@ -1,0 +1,181 @@
+"""Run package-facing subprocesses as the unprivileged user `pyti`, killably.
+
+Everything that runs package code (builds, tests, the metadata hook) goes
+through `run`: it drops to uid/gid 1000 when the agent is root, starts with a
+clean environment, gets its own process group (so a test that forks cannot
+outlive the task), and streams stdout/stderr to a callback in chunks. On
+cancel or timeout the whole group is killed, then reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+PYTI_UID = 1000
+PYTI_GID = 1000
+CHUNK = 64 << 10
+# What a killed group gets between SIGTERM and SIGKILL.
+KILL_GRACE = 2.0
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+OnOutput = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True)
+class User:
+    """Whom to run as; `None` fields mean: stay as the agent (tests on the host)."""
+
+    uid: int | None
+    gid: int | None
+
+    @classmethod
+    def pyti(cls) -> User:
+        # Only root can switch; an agent run unprivileged (unit tests) stays itself.
+        if os.geteuid() == 0:
+            return cls(uid=PYTI_UID, gid=PYTI_GID)
+        return cls(uid=None, gid=None)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int | None
+    duration: float
+    timed_out: bool = False
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out and not self.cancelled
+
+
+def clean_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment: nothing of the agent's leaks into package code."""
+    env = {
+        "HOME": str(home),
+        "PATH": DEFAULT_PATH,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TZ": "UTC",
+        "USER": "pyti",
+        "LOGNAME": "pyti",
+        "TMPDIR": "/tmp",
+    }
+    if extra:
+        env.update(extra)
+    return env
+
+
+def chown_tree(path: Path, user: User) -> None:
+    """Hand a directory the agent made (as root) to the pyti user."""
+    if user.uid is None or user.gid is None:
+        return
+    os.lchown(path, user.uid, user.gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), user.uid, user.gid)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; children in the group may not be.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        return
+
+
+def _pump(stream_name: str, pipe: IO[bytes], on_output: OnOutput) -> None:
+    fd = pipe.fileno()
+    while True:
+        try:
+            data = os.read(fd, CHUNK)
+        except OSError:
+            return
+        if not data:
+            return
+        on_output(stream_name, data)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    on_output: OnOutput,
+    cancelled: threading.Event,
+    user: User | None = None,
+    timeout: float | None = None,
+    pass_fds: Sequence[int] = (),
+) -> RunResult:
+    """Run argv to completion (or cancel/timeout), streaming its output."""
+    user = user if user is not None else User.pyti()
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own session and process group: killpg reaches all of it
+        pass_fds=tuple(pass_fds),
+        user=user.uid,
+        group=user.gid,
+        extra_groups=[] if user.gid is not None else None,
+        umask=0o022,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(name, pipe, on_output), daemon=True)
+        for name, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr))
+    ]
+    for pump in pumps:
+        pump.start()
+    timed_out = was_cancelled = False
+    deadline = None if timeout is None else start + timeout
+    while True:
+        try:
+            proc.wait(timeout=0.1)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if cancelled.is_set():
+            was_cancelled = True
+        elif deadline is not None and time.monotonic() > deadline:
+            timed_out = True
+        if was_cancelled or timed_out:
+            kill_group(proc)
+            break
+    # Grandchildren may still hold the pipes open: kill the group before waiting
+    # for EOF so a daemonised leftover cannot hang the agent.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pump in pumps:
+        pump.join(timeout=5.0)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    returncode = proc.wait()
+    return RunResult(
+        returncode=None if (was_cancelled or timed_out) else returncode,
+        duration=time.monotonic() - start,
+        timed_out=timed_out,
+        cancelled=was_cancelled,
+    )
