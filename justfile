@@ -24,7 +24,7 @@ pyti *args: setup
     {{pyti}} "$@"
 
 # Lint, unit tests, then the end-to-end tests that boot real guests.
-test: setup lint unit e2e
+test: setup lint unit codec-compat e2e
 
 lint:
     uv run --frozen ruff check src tests bench guest_agent dev
@@ -44,3 +44,20 @@ fmt:
 
 bench *args: setup
     uv run --frozen python bench/run_all.py "$@"
+
+# The codec's unit tests against the cbor2 the guests carry: bookworm 5.4.6 (C), trixie 5.6.5 (pure Python).
+codec-compat:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    stub=$(mktemp -d)
+    trap 'rm -rf "$stub"' EXIT
+    # An `_cbor2` that fails to import makes cbor2 5.x fall back to its pure-Python code.
+    echo 'raise ImportError("codec-compat: force the pure-Python cbor2")' > "$stub/_cbor2.py"
+    tests=(tests/unit/test_protocol_*.py)
+    PYTI_EXPECT_CBOR2="5.4.6 native" uv run --frozen --with cbor2==5.4.6 pytest -q -p no:cacheprovider "${tests[@]}"
+    PYTI_EXPECT_CBOR2="5.6.5 native" uv run --frozen --with cbor2==5.6.5 pytest -q -p no:cacheprovider "${tests[@]}"
+    PYTI_EXPECT_CBOR2="5.6.5 pure" PYTHONPATH="$stub" uv run --frozen --with cbor2==5.6.5 pytest -q -p no:cacheprovider "${tests[@]}"
+
+# Mutation fuzzing of the codec: just fuzz [--count N] (default 1,000,000 inputs).
+fuzz *args:
+    uv run --frozen python bench/fuzz_codec.py "$@"
