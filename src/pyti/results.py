@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pyti.outcomes import TEST_OUTCOMES, Outcome
 
@@ -45,6 +45,7 @@ class RunEnd:
 
 @dataclass(frozen=True, kw_only=True)
 class TestRecord:
+    __test__: ClassVar[bool] = False  # not a pytest test class
     nodeid: str
     outcome: str  # one of TEST_OUTCOMES
     duration: float
@@ -105,7 +106,7 @@ class OutputRecord:
         }
 
 
-def _iso(timestamp: float | None) -> str | None:
+def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
@@ -182,8 +183,8 @@ class RunResult:
             "agent_version": self.agent_version,
             "resolved": dict(info.resolved),
             "inputs": dict(info.inputs),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "started_at": iso_time(self.started_at),
+            "finished_at": iso_time(self.finished_at),
             "duration": self.duration,
             "outcome": None if self.outcome is None else self.outcome.value,
             "exit_code": self.exit_code,
