@@ -1,0 +1,262 @@
+"""The setup API: everything the network-less guest needs, on a read-only disk.
+
+`prepare(spec, target=...)` resolves the package and its (test) dependencies for
+the guest's Python without running any package code, downloads them verified,
+and writes dists/ plus manifest.cbor into a reproducible squashfs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from pyti import paths
+from pyti.errors import ResolutionFailed
+from pyti.protocol.manifest import SetupManifest
+from pyti.setup import download, index, local_project, resolve
+from pyti.setup.choose import choose
+from pyti.setup.image import build_disk
+from pyti.setup.metadata import (
+    CoreMetadata,
+    build_requires,
+    load_toml,
+    parse_core_metadata,
+    static_dependencies,
+)
+from pyti.setup.model import DEFAULT_INDEX, GuestTarget, HostFinding, SetupDisk, target_for_python
+from pyti.setup.sdist import read_members
+from pyti.setup.spec import (
+    LocalFileSpec,
+    ProjectDirSpec,
+    RequirementSpec,
+    Spec,
+    UrlSpec,
+    parse_spec,
+)
+from pyti.setup.testdeps import extract, wanted_member
+
+__all__ = [
+    "GuestTarget",
+    "HostFinding",
+    "SetupDisk",
+    "parse_spec",
+    "prepare",
+    "target_for_python",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Package:
+    """The package under test once its files are in the cache."""
+
+    name: str
+    version: str
+    sdist: tuple[str, str, Path] | None = None  # (filename, sha256, cached path)
+    wheel: tuple[str, str, Path] | None = None
+    findings: list[HostFinding] = field(default_factory=list)
+
+
+async def _from_index(
+    spec: RequirementSpec,
+    target: GuestTarget,
+    options: resolve.Options,
+    client: httpx.AsyncClient | None,
+) -> _Package:
+    if client is None:
+        files = index.load_listing(options.index_urls, spec.name)
+    else:
+        files = await index.IndexClient(client, options.index_urls).files(spec.name)
+        index.save_listing(options.index_urls, spec.name, files)
+    chosen = choose(files, spec.requirement, target)
+    wanted = [
+        download.Wanted(f.filename, f.url, f.sha256)
+        for f in (chosen.sdist, chosen.wheel)
+        if f is not None
+    ]
+    got = await download.fetch_all(wanted, offline=options.offline, client=client)
+    package = _Package(spec.name, str(chosen.version))
+    if chosen.sdist:
+        path = got[chosen.sdist.filename]
+        package.sdist = (chosen.sdist.filename, path.name, path)
+    if chosen.wheel:
+        path = got[chosen.wheel.filename]
+        package.wheel = (chosen.wheel.filename, path.name, path)
+    return package
+
+
+async def _from_file(spec: LocalFileSpec | UrlSpec, client: httpx.AsyncClient | None) -> _Package:
+    if isinstance(spec, LocalFileSpec):
+        sha256, path = download.add_file(spec.path)
+        filename = spec.path.name
+    else:
+        wanted = download.Wanted(spec.filename, spec.url, spec.sha256)
+        path = (await download.fetch_all([wanted], offline=client is None, client=client))[
+            spec.filename
+        ]
+        sha256, filename = path.name, spec.filename
+    package = _Package(spec.name, spec.version)
+    if spec.kind == "wheel":
+        package.wheel = (filename, sha256, path)
+    else:
+        package.sdist = (filename, sha256, path)
+    return package
+
+
+def _from_directory(spec: ProjectDirSpec) -> _Package:
+    packed = local_project.pack(spec.path)
+    tmp = paths.cache_dir() / f".pack-{packed.filename}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.write_bytes(packed.data)
+        sha256, path = download.add_file(tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("packed %d tracked files of %s", packed.files, spec.path)
+    return _Package(packed.name, packed.version, sdist=(packed.filename, sha256, path))
+
+
+def _wheel_metadata(path: Path, filename: str) -> CoreMetadata | None:
+    members = read_members(
+        path,
+        lambda p: p.count("/") == 1 and p.endswith(".dist-info/METADATA"),
+        strip_top=False,
+        filename=filename,
+    )
+    return parse_core_metadata(next(iter(members.values()))) if members else None
+
+
+async def prepare(
+    spec: str | Spec,
+    *,
+    target: GuestTarget,
+    with_requirements: Sequence[str] = (),
+    index_urls: Sequence[str] = (DEFAULT_INDEX,),
+    offline: bool = False,
+    runner_args: Sequence[str] | None = None,
+    tasks: Sequence[str] = ("install", "test"),
+) -> SetupDisk:
+    """Resolve, download and write the setup disk for `spec` (cached by content)."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    options = resolve.Options(tuple(index_urls) or (DEFAULT_INDEX,), offline=offline)
+    for extra in with_requirements:
+        Requirement(extra)  # a typo fails here, before any download
+    async with httpx.AsyncClient() as http:
+        client = None if offline else http
+        if isinstance(parsed, RequirementSpec):
+            package = await _from_index(parsed, target, options, client)
+        elif isinstance(parsed, LocalFileSpec | UrlSpec):
+            package = await _from_file(parsed, client)
+        else:
+            package = _from_directory(parsed)
+        return await _assemble(
+            str(spec),
+            package=package,
+            target=target,
+            options=options,
+            client=client,
+            with_requirements=with_requirements,
+            runner_args=runner_args,
+            tasks=tasks,
+        )
+
+
+async def _assemble(
+    spec_text: str,
+    *,
+    package: _Package,
+    target: GuestTarget,
+    options: resolve.Options,
+    client: httpx.AsyncClient | None,
+    with_requirements: Sequence[str],
+    runner_args: Sequence[str] | None,
+    tasks: Sequence[str],
+) -> SetupDisk:
+    findings = package.findings
+    members = (
+        read_members(package.sdist[2], wanted_member, filename=package.sdist[0])
+        if package.sdist
+        else {}
+    )
+    pyproject = (
+        load_toml("pyproject.toml", members["pyproject.toml"])
+        if ("pyproject.toml" in members)
+        else None
+    )
+    pkg_info = parse_core_metadata(members["PKG-INFO"]) if "PKG-INFO" in members else None
+    metadata = _wheel_metadata(package.wheel[2], package.wheel[0]) if package.wheel else pkg_info
+    if package.sdist is None:
+        findings.append(
+            HostFinding("no-sdist", "only a wheel: the tests are those the wheel ships, if any")
+        )
+    config = extract(members, package=package.name, target=target, metadata=metadata)
+    findings += config.findings
+    pin = f"{package.name}=={package.version}"
+    strict = [*with_requirements]
+    if package.wheel:
+        strict.insert(0, pin)
+    else:
+        deps = static_dependencies(pkg_info, pyproject, target)
+        if deps is None:
+            findings.append(
+                HostFinding(
+                    "dynamic-metadata",
+                    "the sdist's dependencies are not static (no PKG-INFO 2.2+ or static"
+                    " [project].dependencies); they are not on the disk",
+                )
+            )
+        strict += deps or ()
+    resolution = await resolve.resolve(strict, config.requirements, target, options)
+    for requirement, reason in resolution.dropped:
+        findings.append(HostFinding("test-dependency-dropped", f"{requirement}: {reason}"))
+    build_pins: tuple[resolve.Pin, ...] = ()
+    if package.wheel is None:
+        try:
+            build_pins = await resolve.compile_pins(build_requires(pyproject), target, options)
+        except ResolutionFailed as exc:
+            raise ResolutionFailed(f"build requirements: {exc}") from exc
+    pins = {p.filename: p for p in (*resolution.pins, *build_pins)}
+    own = {f[0] for f in (package.sdist, package.wheel) if f}
+    got = await download.fetch_all(
+        [
+            download.Wanted(p.filename, p.url, p.sha256)
+            for p in pins.values()
+            if p.filename not in own
+        ],
+        offline=options.offline,
+        client=client,
+    )
+    sources = dict(got)
+    files = {name: path.name for name, path in got.items()}
+    for entry in (package.sdist, package.wheel):
+        if entry:
+            files[entry[0]] = entry[1]
+            sources[entry[0]] = entry[2]
+    others = sorted(
+        {p.requirement for p in resolution.pins if p.name != canonicalize_name(package.name)}
+    )
+    kept = {canonicalize_name(Requirement(r).name) for r in resolution.kept}
+    manifest = SetupManifest(
+        spec=spec_text,
+        package_name=package.name,
+        package_version=package.version,
+        sdist=package.sdist[0] if package.sdist else None,
+        wheel=package.wheel[0] if package.wheel else None,
+        install=(pin, *others),
+        build_requirements=tuple(sorted({p.requirement for p in build_pins})),
+        files=files,
+        runner=config.runner,
+        runner_args=tuple(runner_args) if runner_args is not None else config.runner_args,
+        test_requirements=tuple(sorted(kept & {p.name for p in resolution.pins})),
+        tasks=tuple(tasks),
+    )
+    path, digest = await build_disk(manifest, sources)
+    resolved = {p.name: p.version for p in resolution.pins} | {package.name: package.version}
+    return SetupDisk(path, manifest, digest, tuple(findings), resolved)

@@ -1,0 +1,84 @@
+"""The setup disk: dists/ plus manifest.cbor in a squashfs, the same bytes for the same inputs.
+
+Built without root by mksquashfs with every timestamp, owner and mode fixed,
+and cached under setup_disks_dir() by the manifest's digest (the manifest
+names every file and its sha256, so it identifies the whole content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import trio
+
+from pyti import paths
+from pyti.errors import HostError, MissingTool
+from pyti.protocol.manifest import SetupManifest
+
+log = logging.getLogger(__name__)
+
+# Part of the cache key: change it when the layout or the mksquashfs options change.
+FORMAT = b"pyti-setup-disk-1"
+MKSQUASHFS_OPTIONS = (
+    "-noappend", "-all-root", "-no-xattrs", "-no-exports", "-no-progress",
+    "-reproducible", "-all-time", "0", "-mkfs-time", "0", "-root-time", "0",
+    "-comp", "lz4", "-quiet",
+)  # fmt: skip
+
+
+def disk_digest(manifest: SetupManifest) -> str:
+    return hashlib.sha256(FORMAT + manifest.to_cbor()).hexdigest()
+
+
+def disk_path(digest: str) -> Path:
+    return paths.setup_disks_dir() / f"{digest}.sqfs"
+
+
+def _stage(folder: Path, manifest: SetupManifest, sources: Mapping[str, Path]) -> None:
+    dists = folder / "dists"
+    dists.mkdir(mode=0o755)
+    for name in sorted(manifest.files):
+        target = dists / name
+        try:
+            os.link(sources[name], target)  # the cache is on the same filesystem: no copy
+        except OSError:
+            shutil.copyfile(sources[name], target)
+        target.chmod(0o644)
+    manifest_file = folder / "manifest.cbor"
+    manifest_file.write_bytes(manifest.to_cbor())
+    manifest_file.chmod(0o644)
+    folder.chmod(0o755)
+
+
+async def build_disk(manifest: SetupManifest, sources: Mapping[str, Path]) -> tuple[Path, str]:
+    """(path, digest) of the setup disk; reused when it already exists."""
+    digest = disk_digest(manifest)
+    target = disk_path(digest)
+    if target.is_file():
+        log.debug("setup disk %s is cached", target)
+        return target, digest
+    mksquashfs = shutil.which("mksquashfs") or (
+        "/usr/bin/mksquashfs" if Path("/usr/bin/mksquashfs").exists() else None
+    )
+    if mksquashfs is None:
+        raise MissingTool("mksquashfs", "apt-get install squashfs-tools (or run `just setup`)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".stage-") as tmp:
+        stage = Path(tmp) / "root"
+        stage.mkdir()
+        _stage(stage, manifest, sources)
+        partial = Path(tmp) / "disk.sqfs"
+        argv = [mksquashfs, str(stage), str(partial), *MKSQUASHFS_OPTIONS]
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+        if done.returncode != 0:
+            detail = done.stderr.decode("utf-8", "replace").strip()[-1000:]
+            raise HostError(f"mksquashfs failed (exit {done.returncode}): {detail}")
+        partial.chmod(0o644)
+        os.replace(partial, target)
+    return target, digest

@@ -1,0 +1,176 @@
+"""Resolution for the guest with `uv pip compile --no-build`: no package code runs.
+
+uv writes a pylock.toml with each pinned wheel's URL and sha256. The package and
+its runtime dependencies resolve strictly; test dependencies best effort: the
+ones that break the resolution are dropped, one by one, with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from packaging.markers import InvalidMarker, Marker
+from packaging.utils import canonicalize_name
+
+from pyti import paths
+from pyti.errors import MissingTool, ResolutionFailed
+from pyti.setup.metadata import guest_environment
+from pyti.setup.model import GuestTarget
+
+log = logging.getLogger(__name__)
+
+MAX_EXPLANATION = 2000
+# uv 0.13.9 knows manylinux tags up to 2_40; an older tag is a safe subset.
+UV_MAX_GLIBC = (2, 40)
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+    filename: str
+    url: str
+    sha256: str
+    size: int | None
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class Options:
+    index_urls: tuple[str, ...]  # the first is --index-url, the rest --extra-index-url
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class Resolution:
+    pins: tuple[Pin, ...]
+    kept: tuple[str, ...]  # best-effort requirements that resolved
+    dropped: tuple[tuple[str, str], ...]  # (requirement, uv's reason)
+
+
+def uv_binary() -> str:
+    try:
+        import uv
+
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError) as exc:
+        raise MissingTool("uv", "run `just setup` (uv comes with pyti's venv)") from exc
+
+
+def uv_platform(target: GuestTarget) -> str:
+    major, minor = min(target.glibc, UV_MAX_GLIBC)
+    return f"x86_64-manylinux_{major}_{minor}"
+
+
+def _trim(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    text = "\n".join(lines)
+    return text if len(text) <= MAX_EXPLANATION else text[:MAX_EXPLANATION] + " ..."
+
+
+def parse_pylock(data: bytes, target: GuestTarget) -> tuple[Pin, ...]:
+    lock = tomllib.loads(data.decode("utf-8"))
+    pins = []
+    for package in lock.get("packages", []):
+        marker = package.get("marker")
+        if marker:
+            try:
+                if not Marker(marker).evaluate(guest_environment(target)):
+                    continue
+            except InvalidMarker:
+                pass
+        wheels = package.get("wheels") or []
+        if len(wheels) != 1:
+            raise ResolutionFailed(
+                f"uv did not choose exactly one wheel for {package.get('name')}: {len(wheels)}"
+            )
+        wheel = wheels[0]
+        url = wheel.get("url") or ""
+        sha256 = (wheel.get("hashes") or {}).get("sha256")
+        if not url or not sha256:
+            raise ResolutionFailed(f"uv gave no URL or sha256 for {package.get('name')}")
+        pins.append(
+            Pin(
+                name=canonicalize_name(package["name"]),
+                version=str(package["version"]),
+                filename=wheel.get("name") or url.rsplit("/", 1)[-1].split("#", 1)[0],
+                url=url,
+                sha256=sha256.lower(),
+                size=wheel.get("size"),
+            )
+        )
+    return tuple(sorted(pins, key=lambda pin: pin.name))
+
+
+async def compile_pins(
+    requirements: Sequence[str], target: GuestTarget, options: Options
+) -> tuple[Pin, ...]:
+    """Exact wheels for `requirements` on the guest; ResolutionFailed with uv's words."""
+    if not requirements:
+        return ()
+    with tempfile.TemporaryDirectory(prefix="pyti-resolve-") as tmp:
+        folder = Path(tmp)
+        (folder / "requirements.in").write_text("\n".join(requirements) + "\n")
+        argv = [
+            uv_binary(), "pip", "compile", str(folder / "requirements.in"),
+            "--no-build", "--quiet", "--no-header", "--no-config",
+            "--python-version", target.python_version,
+            "--python-platform", uv_platform(target),
+            "--format", "pylock.toml", "-o", str(folder / "pylock.toml"),
+        ]  # fmt: skip
+        if options.index_urls:
+            argv += ["--index-url", options.index_urls[0]]
+            for extra in options.index_urls[1:]:
+                argv += ["--extra-index-url", extra]
+        if options.offline:
+            argv.append("--offline")
+        env = dict(os.environ)
+        # uv's own cache under ours: --offline then means "what pyti has seen".
+        env |= {"UV_CACHE_DIR": str(paths.cache_dir() / "uv"), "UV_PYTHON_DOWNLOADS": "never"}
+        env.pop("UV_INDEX_URL", None)
+        env.pop("UV_EXTRA_INDEX_URL", None)
+        log.debug("resolving %s", requirements)
+        done = await trio.run_process(
+            argv, capture_stdout=True, capture_stderr=True, check=False, env=env
+        )
+        if done.returncode != 0:
+            stderr = done.stderr.decode("utf-8", "replace")
+            if options.offline and "network was disabled" in stderr:
+                raise ResolutionFailed(
+                    "offline, and the cache lacks what is needed: " + _trim(stderr)
+                )
+            raise ResolutionFailed(_trim(stderr))
+        return parse_pylock((folder / "pylock.toml").read_bytes(), target)
+
+
+async def resolve(
+    strict: Sequence[str], best_effort: Sequence[str], target: GuestTarget, options: Options
+) -> Resolution:
+    try:
+        pins = await compile_pins([*strict, *best_effort], target, options)
+        return Resolution(pins, tuple(best_effort), ())
+    except ResolutionFailed:
+        if not best_effort:
+            raise
+    pins = await compile_pins(strict, target, options)  # raises: the package itself fails
+    kept: list[str] = []
+    dropped: list[tuple[str, str]] = []
+    for requirement in best_effort:
+        try:
+            pins = await compile_pins([*strict, *kept, requirement], target, options)
+        except ResolutionFailed as exc:
+            reason = str(exc).splitlines()
+            dropped.append((requirement, " ".join(reason[1:3] or reason)[:300]))
+        else:
+            kept.append(requirement)
+    return Resolution(pins, tuple(kept), tuple(dropped))
