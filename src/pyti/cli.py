@@ -69,6 +69,38 @@ def doctor(
     raise typer.Exit(0 if report.ok else 3)
 
 
+@app.command()
+def fetch(
+    spec: Annotated[str, typer.Argument(help="A requirement, sdist/wheel path or URL, or a dir.")],
+    *,
+    python: Annotated[str, typer.Option(help="The guest's Python: 3.11 or 3.13.")] = "3.11",
+    with_: Annotated[
+        list[str] | None, typer.Option("--with", help="Another requirement for the tests.")
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="Use only pyti's download cache.")] = False,
+    index_url: Annotated[str | None, typer.Option(help="A PEP 503/691 index.")] = None,
+    extra_index_url: Annotated[list[str] | None, typer.Option(help="More indexes.")] = None,
+) -> None:
+    """Prepare (and cache) the setup disk for SPEC without booting anything."""
+    import trio
+
+    from pyti.setup import DEFAULT_INDEX, prepare, target_for_python
+    from pyti.setup.summary import summary_lines
+
+    indexes = (index_url or DEFAULT_INDEX, *(extra_index_url or ()))
+    disk = trio.run(
+        lambda: prepare(
+            spec,
+            target=target_for_python(python),
+            with_requirements=with_ or (),
+            index_urls=indexes,
+            offline=offline,
+        )
+    )
+    for line in summary_lines(disk):
+        typer.echo(line)
+
+
 @cache_app.command("info")
 def cache_info() -> None:
     """Show where the caches live and how big they are."""

@@ -42,6 +42,7 @@ from pyti.setup.spec import (
 from pyti.setup.testdeps import extract, wanted_member
 
 __all__ = [
+    "DEFAULT_INDEX",
     "GuestTarget",
     "HostFinding",
     "SetupDisk",

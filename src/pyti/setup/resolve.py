@@ -14,13 +14,16 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from packaging.markers import InvalidMarker, Marker
-from packaging.utils import canonicalize_name
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from pyti import paths
 from pyti.errors import MissingTool, ResolutionFailed
+from pyti.setup.choose import supported_tags
 from pyti.setup.metadata import guest_environment
 from pyti.setup.model import GuestTarget
 
@@ -74,12 +77,34 @@ def uv_platform(target: GuestTarget) -> str:
 
 def _trim(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("error: "):
+        lines[0] = lines[0].removeprefix("error: ")
     text = "\n".join(lines)
     return text if len(text) <= MAX_EXPLANATION else text[:MAX_EXPLANATION] + " ..."
 
 
+def _wheel_name(wheel: dict[str, Any]) -> str:
+    return str(wheel.get("name") or str(wheel.get("url", "")).rsplit("/", 1)[-1].split("#")[0])
+
+
+def _best(wheels: list[dict[str, Any]], tags: list[Tag]) -> dict[str, Any] | None:
+    """pylock lists every wheel that fits the platform: take the one pip would."""
+    rank = {tag: i for i, tag in enumerate(tags)}
+    scored = []
+    for wheel in wheels:
+        try:
+            _, _, _, wheel_tags = parse_wheel_filename(_wheel_name(wheel))
+        except InvalidWheelFilename:
+            continue
+        score = min((rank[t] for t in wheel_tags if t in rank), default=None)
+        if score is not None:
+            scored.append((score, _wheel_name(wheel), wheel))
+    return min(scored, key=lambda item: item[:2])[2] if scored else None
+
+
 def parse_pylock(data: bytes, target: GuestTarget) -> tuple[Pin, ...]:
     lock = tomllib.loads(data.decode("utf-8"))
+    tags = supported_tags(target)
     pins = []
     for package in lock.get("packages", []):
         marker = package.get("marker")
@@ -89,12 +114,9 @@ def parse_pylock(data: bytes, target: GuestTarget) -> tuple[Pin, ...]:
                     continue
             except InvalidMarker:
                 pass
-        wheels = package.get("wheels") or []
-        if len(wheels) != 1:
-            raise ResolutionFailed(
-                f"uv did not choose exactly one wheel for {package.get('name')}: {len(wheels)}"
-            )
-        wheel = wheels[0]
+        wheel = _best(package.get("wheels") or [], tags)
+        if wheel is None:
+            raise ResolutionFailed(f"uv found no wheel of {package.get('name')} for the guest")
         url = wheel.get("url") or ""
         sha256 = (wheel.get("hashes") or {}).get("sha256")
         if not url or not sha256:
@@ -103,7 +125,7 @@ def parse_pylock(data: bytes, target: GuestTarget) -> tuple[Pin, ...]:
             Pin(
                 name=canonicalize_name(package["name"]),
                 version=str(package["version"]),
-                filename=wheel.get("name") or url.rsplit("/", 1)[-1].split("#", 1)[0],
+                filename=_wheel_name(wheel),
                 url=url,
                 sha256=sha256.lower(),
                 size=wheel.get("size"),
@@ -169,8 +191,9 @@ async def resolve(
         try:
             pins = await compile_pins([*strict, *kept, requirement], target, options)
         except ResolutionFailed as exc:
-            reason = str(exc).splitlines()
-            dropped.append((requirement, " ".join(reason[1:3] or reason)[:300]))
+            lines = str(exc).splitlines()
+            reason = " ".join(" ".join(lines[1:3] or lines).split())
+            dropped.append((requirement, reason.removeprefix("cause: ")[:300]))
         else:
             kept.append(requirement)
     return Resolution(pins, tuple(kept), tuple(dropped))
