@@ -26,6 +26,7 @@ from typing import Any
 ENV_FD = "PYTI_RESULT_FD"
 ENV_PIPE_ID = "PYTI_RESULT_PIPE_ID"
 ENV_SETUP_DIR = "PYTI_SETUP_DIR"
+ENV_TOP_LEVEL = "PYTI_TOP_LEVEL"
 MAX_FINDINGS = 64
 MAX_DETAIL = 512
 
@@ -162,6 +163,14 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         pass
     finally:
         _state.in_hook = False
+
+
+def report_import_paths() -> None:
+    """Which file each of the package's top-level modules came from (if imported)."""
+    for name in os.environ.get(ENV_TOP_LEVEL, "").split(","):
+        module = sys.modules.get(name) if name else None
+        if module is not None:
+            record_finding("import-path", f"{name} -> {getattr(module, '__file__', None)}")
 
 
 def install() -> None:

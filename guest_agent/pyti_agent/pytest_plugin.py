@@ -125,6 +125,7 @@ def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
 
 
 def pytest_sessionfinish(session: Any, exitstatus: Any) -> None:
+    audit.report_import_paths()
     audit.emit(
         {"session": "finished", "exitstatus": int(exitstatus), "collected": _session["collected"]}
     )

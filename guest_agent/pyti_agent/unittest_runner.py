@@ -124,5 +124,6 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
+    audit.report_import_paths()
     audit.emit({"session": "finished", "exitstatus": code})
     sys.exit(code)
