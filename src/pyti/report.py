@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyti.outcomes import Outcome
 from pyti.protocol.messages import truncate_text
-from pyti.results import RunResult, TestRecord, iso_time
+from pyti.results import RunResult, TestRecord, failure_reason, iso_time
 
 SYSTEM_OUT_CAP = 256 * 1024  # characters per stream in the JUnit file
 MESSAGE_CAP = 1024  # characters of a failure's `message` attribute
@@ -74,11 +74,7 @@ def split_nodeid(nodeid: str) -> tuple[str, str]:
 
 
 def _first_line(report: str, default: str) -> str:
-    lines = [line.strip() for line in report.splitlines() if line.strip()]
-    # pytest's long reports end with "E   AssertionError: ..." lines: the last E line says most.
-    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
-    chosen = errors[-1] if errors else (lines[-1] if lines else default)
-    return truncate_text(chosen, MESSAGE_CAP)
+    return truncate_text(failure_reason(report) or default, MESSAGE_CAP)
 
 
 def _testcase(suite: ET.Element, test: TestRecord) -> None:

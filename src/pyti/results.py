@@ -106,6 +106,13 @@ class OutputRecord:
         }
 
 
+def failure_reason(report: str) -> str:
+    """The line of a failure report that says most: pytest's last "E   ..." line, else the last."""
+    lines = [line.strip() for line in report.splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    return errors[-1] if errors else (lines[-1] if lines else "")
+
+
 def iso_time(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
