@@ -1,0 +1,189 @@
+"""The agent's entry point: Hello, heartbeats, then the tasks the host's Start asks for.
+
+/init starts it as root with `python3 -I -S` and sys.path = /opt/pyti + dist-packages,
+and powers the machine off when it returns, whatever it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from pyti.protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Start,
+    TaskFinished,
+    TaskStarted,
+)
+from pyti.protocol.blocking import GuestPort
+
+from . import __version__
+from .port import find_port
+
+HEARTBEAT_SECONDS = 2.0
+GOODBYE_LINGER = 2.0
+IMAGE_INFO = "/opt/pyti/image.json"
+SETUP_DIR = "/mnt/setup"
+WORK_DIR = "/home/pyti/work"
+PYTI_UID = 1000
+
+
+def _read(path: str, default: str = "") -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def image_id() -> str:
+    text = _read(IMAGE_INFO)
+    if not text:
+        return "unknown"
+    import json
+
+    info = json.loads(text)
+    return str(info.get("image_id", "unknown"))[:128]
+
+
+def hello() -> Hello:
+    return Hello(
+        protocol_version=PROTOCOL_VERSION,
+        agent_version=__version__,
+        python_version="{}.{}.{}".format(*sys.version_info[:3]),
+        image_id=image_id(),
+        boot_id=_read("/proc/sys/kernel/random/boot_id", "unknown")[:128],
+    )
+
+
+def _heartbeat(port: GuestPort, stop: threading.Event) -> None:
+    seq = 0
+    while not stop.wait(HEARTBEAT_SECONDS):
+        seq += 1
+        try:
+            port.send(Heartbeat(seq=seq))
+        except Exception:  # the port is gone or closed: nothing left to beat for
+            return
+
+
+def _reader(
+    port: GuestPort,
+    starts: queue.Queue[Start | None],
+    cancelled: threading.Event,
+    closed: threading.Event,
+) -> None:
+    """Host messages: Start goes to the main thread, Cancel sets the event, EOF ends it."""
+    try:
+        for message in port:
+            if isinstance(message, Start):
+                starts.put(message)
+            elif isinstance(message, Cancel):
+                cancelled.set()
+                starts.put(None)
+    except Exception:
+        traceback.print_exc()
+    closed.set()
+    cancelled.set()
+    starts.put(None)
+
+
+def load_manifest() -> Any:
+    """The setup disk's manifest, or None without a setup disk."""
+    path = os.path.join(SETUP_DIR, "manifest.cbor")
+    if not os.path.exists(path):
+        return None
+    from pyti.protocol.manifest import SetupManifest
+
+    with open(path, "rb") as f:
+        return SetupManifest.from_cbor(f.read())
+
+
+def _work_dir() -> str:
+    os.makedirs(WORK_DIR, exist_ok=True)
+    os.chown(WORK_DIR, PYTI_UID, PYTI_UID)
+    return WORK_DIR
+
+
+def _load_tasks() -> Any:
+    """The tasks module, or None (then every task ends in "error")."""
+    try:
+        from . import tasks
+    except ImportError:
+        traceback.print_exc()
+        return None
+    return tasks
+
+
+def _context(tasks: Any, port: GuestPort, start: Start, cancelled: threading.Event) -> Any:
+    from pathlib import Path
+
+    return tasks.TaskContext(
+        send=port.send,
+        manifest=load_manifest(),
+        setup_dir=Path(SETUP_DIR),
+        work_dir=Path(_work_dir()),
+        cancelled=cancelled,
+        test_args=tuple(start.test_args),
+    )
+
+
+def run_tasks(port: GuestPort, start: Start, cancelled: threading.Event) -> str:
+    """Run each task of `start` in order; return the Goodbye reason."""
+    tasks = _load_tasks()
+    context = None
+    for name in start.tasks:
+        if cancelled.is_set():
+            return "cancelled"
+        port.send(TaskStarted(task=name))
+        began = time.monotonic()
+        finished = None
+        if tasks is not None:
+            try:
+                if context is None:
+                    context = _context(tasks, port, start, cancelled)
+                finished = tasks.run_task(name, context)
+            except Exception:
+                traceback.print_exc()
+        if not isinstance(finished, TaskFinished):
+            duration = min(time.monotonic() - began, 1e9)
+            finished = TaskFinished(task=name, outcome="error", exit_code=None, duration=duration)
+        port.send(finished)
+    return "cancelled" if cancelled.is_set() else "done"
+
+
+def main() -> int:
+    fd = os.open(find_port(), os.O_RDWR | os.O_CLOEXEC)
+    port = GuestPort(fd)
+    port.send(hello())
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(port, stop), daemon=True).start()
+    cancelled = threading.Event()
+    closed = threading.Event()
+    starts: queue.Queue[Start | None] = queue.Queue()
+    reader = threading.Thread(target=_reader, args=(port, starts, cancelled, closed), daemon=True)
+    reader.start()
+    start = starts.get()
+    reason = "cancelled" if start is None else run_tasks(port, start, cancelled)
+    stop.set()
+    try:
+        port.send(Goodbye(reason=reason))
+    except Exception:
+        traceback.print_exc()
+        return 1
+    # Power-off follows our exit at once and could drop frames still queued in the port;
+    # the host closes its end once it has Goodbye, so wait (briefly) for that.
+    closed.wait(GOODBYE_LINGER)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

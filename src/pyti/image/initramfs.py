@@ -1,0 +1,60 @@
+"""The initramfs: static busybox, /init, the resolved modules, and the agent with its codec.
+
+Left uncompressed: it is a few MB that QEMU copies into guest memory, while decompressing
+it would be guest work under TCG on every boot.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pyti.image import cpio
+from pyti.image.sources import Sources
+
+_DIRS = ("bin", "dev", "proc", "sys", "lib", "lib/modules", "mnt", "opt", "opt/pyti", "tmp")
+
+
+def entries(
+    *,
+    sources: Sources,
+    busybox: Path,
+    modules_dir: Path,
+    load_order: list[str],
+    image_info: dict[str, str],
+) -> list[cpio.Entry]:
+    out = [cpio.directory(name) for name in _DIRS]
+    # the kernel opens /dev/console for /init's stdio before devtmpfs is mounted
+    out.append(cpio.char_device("dev/console", 5, 1))
+    out.append(cpio.file("bin/busybox", busybox.read_bytes(), 0o755))
+    out.append(cpio.file("init", (sources.images / "init").read_bytes(), 0o755))
+    for name in load_order:
+        out.append(cpio.file(f"lib/modules/{name}", (modules_dir / name).read_bytes()))
+    out.append(cpio.file("lib/modules/load.order", "".join(f"{n}\n" for n in load_order).encode()))
+    out.append(cpio.file("opt/pyti/start", (sources.images / "start").read_bytes(), 0o755))
+    info = json.dumps(image_info, sort_keys=True).encode()
+    out.append(cpio.file("opt/pyti/image.json", info))
+    out.extend(_tree(sources.agent, "opt/pyti/pyti_agent", sources))
+    out.append(cpio.directory("opt/pyti/pyti"))
+    out.append(cpio.file("opt/pyti/pyti/__init__.py", b""))
+    out.extend(_tree(sources.protocol, "opt/pyti/pyti/protocol", sources))
+    return out
+
+
+def _tree(directory: Path, prefix: str, sources: Sources) -> list[cpio.Entry]:
+    out = [cpio.directory(prefix)]
+    made = {prefix}
+    for path in sources.python_files(directory):
+        relative = path.relative_to(directory)
+        for parent in reversed(relative.parents[:-1]):
+            name = f"{prefix}/{parent}"
+            if name not in made:
+                made.add(name)
+                out.append(cpio.directory(name))
+        out.append(cpio.file(f"{prefix}/{relative}", path.read_bytes()))
+    return out
+
+
+def write_initramfs(path: Path, items: list[cpio.Entry]) -> int:
+    with path.open("wb") as out:
+        return cpio.write(items, out)
