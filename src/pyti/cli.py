@@ -101,6 +101,45 @@ def fetch(
         typer.echo(line)
 
 
+@app.command()
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+) -> None:
+    """List the stored runs, newest first."""
+    from pyti.render import runs_lines
+    from pyti.store import Store
+
+    with Store() as store:
+        for line in runs_lines(store.list_runs(limit)):
+            typer.echo(line)
+
+
+@app.command()
+def show(
+    run_id: Annotated[int, typer.Argument(metavar="RUN", help="A run id from `pyti runs`.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    console: Annotated[bool, typer.Option("--console", help="Print its console log.")] = False,
+) -> None:
+    """Show one stored run: inputs, tasks, failed tests with reports, findings."""
+    from pyti.errors import UsageError
+    from pyti.render import show_lines
+    from pyti.report import json_bytes
+    from pyti.store import Store
+
+    with Store() as store:
+        try:
+            result = store.load_run(run_id)
+        except KeyError:
+            raise UsageError(f"no run {run_id} in the store; `pyti runs` lists them") from None
+    if json_:
+        typer.echo(json_bytes(result).decode(), nl=False)
+    elif console:
+        typer.echo(result.console, nl=not result.console.endswith("\n"))
+    else:
+        for line in show_lines(result):
+            typer.echo(line)
+
+
 @cache_app.command("info")
 def cache_info() -> None:
     """Show where the caches live and how big they are."""
