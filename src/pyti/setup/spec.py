@@ -86,7 +86,9 @@ def parse_spec(text: str, *, cwd: Path | None = None) -> Spec:
             sha256 = parts.fragment.removeprefix("sha256=").lower()
         return UrlSpec(parts._replace(fragment="").geturl(), filename, kind, name, version, sha256)
     base = cwd or Path.cwd()
-    looks_like_path = text in {".", ".."} or "/" in text or text.endswith((".whl", *SDIST_SUFFIXES))
+    looks_like_path = "@" not in text and (
+        text in {".", ".."} or "/" in text or text.endswith((".whl", *SDIST_SUFFIXES))
+    )
     path = base / text
     if looks_like_path or path.is_dir():
         if path.is_dir():

@@ -23,6 +23,7 @@ from packaging.utils import canonicalize_name
 from pyti.errors import MalformedMetadata
 from pyti.setup.metadata import (
     CoreMetadata,
+    applies,
     extra_requirements,
     load_toml,
     parse_requirements,
@@ -184,8 +185,12 @@ def _groups(pyproject: Mapping[str, Any], name: str, depth: int = 0) -> list[str
 class _Collector:
     def __init__(self, package: str) -> None:
         self.package = canonicalize_name(package)
-        self.items: dict[str, str] = {}
+        self.by_name: dict[str, tuple[Requirement, str]] = {}
         self.self_extras: list[str] = []
+
+    @property
+    def items(self) -> dict[str, str]:
+        return {str(req): source for req, source in self.by_name.values()}
 
     def add(self, requirement: str, source: str) -> None:
         try:
@@ -198,7 +203,10 @@ class _Collector:
         if canonicalize_name(parsed.name) == self.package:
             self.self_extras += sorted(parsed.extras)  # expanded by the caller
             return
-        self.items.setdefault(str(parsed), source)
+        # One entry per project: the first wins, unless it was bare and this one says more.
+        key = canonicalize_name(parsed.name)
+        if key not in self.by_name or (not self.by_name[key][0].specifier and parsed.specifier):
+            self.by_name[key] = (parsed, source)
 
 
 def _extras(
@@ -221,7 +229,11 @@ def _extras(
         if cfg.has_section("options.extras_require"):
             for key, value in cfg.items("options.extras_require"):
                 extras.setdefault(canonicalize_name(key), parse_requirements(value.splitlines()))
-    return extras
+    # Markers are decided here, for the guest; what is left goes to uv without them.
+    return {
+        key: [req for req in reqs if applies(req, target, key) or applies(req, target)]
+        for key, reqs in extras.items()
+    }
 
 
 def _add_extras(found: _Collector, extras: Mapping[str, list[Requirement]]) -> None:

@@ -1,0 +1,155 @@
+"""Static test-dependency and runner extraction from real-world style files."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pyti.errors import MalformedMetadata
+from pyti.setup.metadata import parse_core_metadata, static_dependencies
+from pyti.setup.model import GuestTarget
+from pyti.setup.testdeps import extract, runner_from_command, wanted_member
+
+FIXTURES = Path(__file__).parent / "fixtures" / "setup"
+PY311 = GuestTarget("3.11", "x86_64-manylinux_2_36")
+
+
+def members(name: str) -> dict[str, bytes]:
+    root = FIXTURES / name
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_pyproject_extras_groups_and_tool_pyti() -> None:
+    config = extract(members("hatchlike"), package="hatch-like", target=PY311)
+    assert config.requirements == (
+        "pytest",
+        "coverage[toml]>=7",
+        # the markers are evaluated for the guest: hypothesis stays, the win32 one goes
+        "hypothesis>=6",
+        "tomli-w",  # from the package's own [toml] extra, named by its tests extra
+        "pytest-timeout",
+        "ruff",  # include-group lint, via test
+        "pre-commit",
+        "pytest-mock",
+    )
+    assert config.runner == "pytest"
+    assert config.runner_args == ("-k", "not slow", "tests")
+    assert {f.kind for f in config.findings} == {"ignored-config"}
+    assert sorted(f.detail for f in config.findings) == [
+        "[tool.pyti] may not set 'accel'; ignored",
+        "[tool.pyti] may not set 'timeout'; ignored",
+    ]
+
+
+def test_setup_cfg_extras_and_requirements_files() -> None:
+    config = extract(members("setuptoolslike"), package="setuptools-like", target=PY311)
+    assert config.requirements == (
+        "pytest>=6",  # the bare "pytest always" gives way to the extra's constraint
+        "pytest-cov",  # and mock; python_version<"3.3" does not apply to the guest
+        "responses",  # through -r requirements/base.txt
+        "pytest-randomly==3.15.0",
+        "freezegun>=1.2",  # a continued line
+    )
+    assert config.runner == "auto"
+
+
+def test_tox_ini_deps_and_command() -> None:
+    config = extract(members("toxlike"), package="toxlike", target=PY311)
+    assert config.requirements == (
+        "pytest",
+        "trustme>=1.0",
+        "pytest-xdist",
+        "pytest-cov",
+    )
+    assert config.runner == "pytest"
+    # xdist's -n and the coverage options are dropped: one process, no coverage in the guest
+    assert config.runner_args == ("-p", "no:cacheprovider", "tests")
+
+
+def test_core_metadata_extras_are_read_with_guest_markers() -> None:
+    files = members("toxlike")
+    metadata = parse_core_metadata(files["PKG-INFO"])
+    config = extract({}, package="toxlike", target=PY311, metadata=metadata)
+    assert config.requirements == ("pytest", "pytest-benchmark")
+    assert static_dependencies(metadata, None, PY311) == ("idna>=3",)
+
+
+def test_dynamic_dependencies_are_not_static() -> None:
+    metadata = parse_core_metadata(b"Metadata-Version: 2.2\nName: x\nDynamic: Requires-Dist\n")
+    assert static_dependencies(metadata, None, PY311) is None
+    old = parse_core_metadata(b"Metadata-Version: 2.1\nName: x\nRequires-Dist: a\n")
+    assert static_dependencies(old, None, PY311) is None
+    pyproject = {"project": {"name": "x", "dependencies": ["b; python_version < '3'", "c"]}}
+    assert static_dependencies(old, pyproject, PY311) == ("c",)
+    dynamic = {"project": {"name": "x", "dynamic": ["dependencies"]}}
+    assert static_dependencies(None, dynamic, PY311) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("pytest {posargs}", ("pytest", ())),
+        ("py.test -x tests", ("pytest", ("-x", "tests"))),
+        ("coverage run -m pytest -nauto --cov src tests", ("pytest", ("src", "tests"))),
+        ("python -m pytest --numprocesses 4 --dist loadfile -q", ("pytest", ("-q",))),
+        ("python -m unittest discover -s tests", ("unittest", ("discover", "-s", "tests"))),
+        ("{envpython} -m pytest {toxinidir}/tests", ("pytest", ("tests",))),
+        ("flake8 src", None),
+        ("pytest 'unclosed", None),
+    ],
+)
+def test_runner_from_tox_command(line: str, expected: tuple[str, tuple[str, ...]] | None) -> None:
+    assert runner_from_command(line) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "wanted"),
+    [
+        ("pyproject.toml", True),
+        ("PKG-INFO", True),
+        ("requirements/test.txt", True),
+        ("ci/requirements-dev.in", True),
+        ("src/pkg/pyproject.toml", False),
+        ("src/pkg/data.txt", False),
+        ("a/b/c/requirements.txt", False),
+    ],
+)
+def test_only_the_needed_members_are_read(path: str, wanted: bool) -> None:
+    assert wanted_member(path) is wanted
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("pyproject.toml", b"[project\nname = 1"),
+        ("tox.ini", b"[testenv]\ndeps\n  x\n[[["),
+        ("setup.cfg", b"no section header\n"),
+    ],
+)
+def test_malformed_config_is_a_clear_error(name: str, data: bytes) -> None:
+    with pytest.raises(MalformedMetadata, match=name):
+        extract({name: data}, package="x", target=PY311)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["pyproject.toml", "setup.cfg", "tox.ini", "requirements-test.txt"]),
+    st.binary(max_size=400) | st.text(max_size=400).map(str.encode),
+)
+def test_fuzzed_config_raises_only_malformed_metadata(name: str, data: bytes) -> None:
+    with contextlib.suppress(MalformedMetadata):
+        extract({name: data}, package="x", target=PY311)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_fuzzed_core_metadata_never_raises(data: bytes) -> None:
+    parse_core_metadata(b"Metadata-Version: 2.2\n" + data)
