@@ -278,11 +278,13 @@ def safe_extract(archive: Path, dest: Path) -> None:
             total += member.size
             if len(members) > MAX_MEMBERS or total > MAX_UNPACKED:
                 raise UnsafeArchive("too many or too large members")
+        # Our checks first, on every Python: the same refusals everywhere.
+        for member in members:
+            _check_member(member, dest)
         if hasattr(tarfile, "data_filter"):
             tf.extractall(dest, members=members, filter="data")
             return
         for member in members:
-            _check_member(member, dest)
             member.mode = (member.mode | 0o600) & 0o755 if member.isfile() else 0o755
             member.uid = member.gid = 0
             member.uname = member.gname = ""
