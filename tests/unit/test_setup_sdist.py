@@ -115,9 +115,7 @@ def test_zip_sdist_with_a_lying_size_is_capped(tmp_path: Path) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("pkg-1.0/PKG-INFO", b"Metadata-Version: 2.2\n")
         zf.writestr("pkg-1.0/setup.cfg", b"a" * 10_000)
-    assert read_members(path, lambda p: p == "PKG-INFO") == {
-        "PKG-INFO": b"Metadata-Version: 2.2\n"
-    }
+    assert read_members(path, lambda p: p == "PKG-INFO") == {"PKG-INFO": b"Metadata-Version: 2.2\n"}
     with pytest.raises(HostileArchive, match="larger than"):
         read_members(path, wanted_member, limits=Limits(member=1000))
 

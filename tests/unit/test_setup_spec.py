@@ -78,7 +78,13 @@ def test_html_index_resolves_relative_urls_and_reads_attributes() -> None:
     files = parse_html("https://idx.example/simple/pkg/", page)
     assert [(f.filename, f.url, f.sha256, f.requires_python, f.yanked) for f in files] == [
         ("pkg-1.0.tar.gz", "https://idx.example/packages/pkg-1.0.tar.gz", "aa11", ">=3.8", False),
-        ("pkg-1.0-py3-none-any.whl", "https://cdn.example/pkg-1.0-py3-none-any.whl", None, None, True),
+        (
+            "pkg-1.0-py3-none-any.whl",
+            "https://cdn.example/pkg-1.0-py3-none-any.whl",
+            None,
+            None,
+            True,
+        ),
     ]
 
 
