@@ -79,6 +79,13 @@ class VmEnd(enum.StrEnum):
     CANCELLED = "cancelled"  # the user interrupted the run
     LIMIT_EXCEEDED = "limit-exceeded"  # the guest broke a channel limit
     PROTOCOL_ERROR = "protocol-error"  # a frame broke the protocol
+    EOF = "eof"  # the channel ended without Goodbye: the agent or the guest died
+    VERSION_MISMATCH = "version-mismatch"  # the image's agent speaks another protocol
+
+    @classmethod
+    def from_channel(cls, kind: str) -> VmEnd:
+        """The VM end for a `pyti.channel.EndKind` value (the names match but Goodbye's)."""
+        return cls.NORMAL if kind == "goodbye" else cls(kind)
 
 
 # Per-test outcomes, in the order summaries list them.
@@ -164,6 +171,9 @@ _VM_END_OUTCOME: dict[VmEnd, Outcome] = {
     VmEnd.SILENCE: Outcome.GUEST_CRASH,
     # The guest is untrusted: a broken frame counts as losing the agent.
     VmEnd.PROTOCOL_ERROR: Outcome.GUEST_CRASH,
+    VmEnd.EOF: Outcome.GUEST_CRASH,
+    # The Hello comes from the image before any package code runs: a stale image here.
+    VmEnd.VERSION_MISMATCH: Outcome.ENVIRONMENT_ERROR,
     VmEnd.LIMIT_EXCEEDED: Outcome.LIMIT_EXCEEDED,
     VmEnd.NO_PROGRESS: Outcome.TIMEOUT,
     VmEnd.TOTAL_TIMEOUT: Outcome.TIMEOUT,

@@ -23,8 +23,10 @@ import logging
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -55,7 +57,11 @@ from pyti.results import (
 
 log = logging.getLogger(__name__)
 
-OUTPUT_CAP = 1 << 20  # bytes kept per (run, task, stream): the head; the rest is counted
+# Output kept per (run, task, stream): the head and a rolling tail of whole chunks (at most
+# OUTPUT_TAIL + one chunk); the middle is deleted as it goes and counted. The start says
+# what ran, the end how it failed; a crash still loses nothing already received.
+OUTPUT_HEAD = 512 * 1024
+OUTPUT_TAIL = 512 * 1024
 CONSOLE_CAP = 1 << 20  # characters of console kept per run: head and tail
 ERROR_CAP = 8192
 
@@ -161,8 +167,7 @@ class Store:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else paths.store_path()
-        # run id -> (task, stream) -> [bytes kept, overflow row id]
-        self._output_sizes: dict[int, dict[tuple[str, str], list[int]]] = {}
+        self._outputs: dict[int, dict[tuple[str, str], _KeptOutput]] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
@@ -356,36 +361,50 @@ class Store:
                     pass  # Heartbeat, Goodbye, UnknownMessage: nothing to keep
 
     def _record_output(self, run_id: int, message: Output) -> None:
-        sizes = self._output_sizes.setdefault(run_id, {})
-        kept = sizes.setdefault((message.task, message.stream), [0, 0])
-        room = OUTPUT_CAP - kept[0]
-        data = message.data[: max(room, 0)]
-        dropped = len(message.data) - len(data)
-        if data:
-            self._db.execute(
-                "INSERT INTO outputs (run_id, task, stream, data) VALUES (?, ?, ?, ?)",
-                (run_id, message.task, message.stream, data),
-            )
-            kept[0] += len(data)
-        if not dropped:
+        streams = self._outputs.setdefault(run_id, {})
+        kept = streams.get((message.task, message.stream))
+        if kept is None:
+            kept = streams[(message.task, message.stream)] = _KeptOutput()
+        data = message.data
+        if not data:
             return
-        if kept[1]:
-            self._db.execute(
-                "UPDATE outputs SET dropped = dropped + ? WHERE id = ?", (dropped, kept[1])
-            )
-        else:
-            cursor = self._db.execute(
-                "INSERT INTO outputs (run_id, task, stream, data, dropped) VALUES (?, ?, ?, ?, ?)",
-                (run_id, message.task, message.stream, b"", dropped),
-            )
-            assert cursor.lastrowid is not None
-            kept[1] = cursor.lastrowid
+        with self._transaction():
+            room = OUTPUT_HEAD - kept.head
+            if room > 0:
+                head, data = data[:room], data[room:]
+                self._insert_output(run_id, message, head)
+                kept.head += len(head)
+            if not data:
+                return
+            if kept.marker == 0:
+                # Where head ends and tail begins: the dropped count lives on this row.
+                kept.marker = self._insert_output(run_id, message, b"")
+            kept.tail.append((self._insert_output(run_id, message, data), len(data)))
+            kept.tail_size += len(data)
+            dropped = 0
+            while kept.tail_size - kept.tail[0][1] >= OUTPUT_TAIL:
+                row, size = kept.tail.popleft()
+                self._db.execute("DELETE FROM outputs WHERE id = ?", (row,))
+                kept.tail_size -= size
+                dropped += size
+            if dropped:
+                self._db.execute(
+                    "UPDATE outputs SET dropped = dropped + ? WHERE id = ?", (dropped, kept.marker)
+                )
+
+    def _insert_output(self, run_id: int, message: Output, data: bytes) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO outputs (run_id, task, stream, data) VALUES (?, ?, ?, ?)",
+            (run_id, message.task, message.stream, data),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def finish_run(self, run_id: int, end: RunEnd) -> RunResult:
         """Record how the run ended and return it as stored."""
         with self._errors("finishing a run"):
             self._end(run_id, end, only_unfinished=False)
-        self._output_sizes.pop(run_id, None)
+        self._outputs.pop(run_id, None)
         return self.load_run(run_id)
 
     def mark_interrupted(self, run_id: int, reason: str = "interrupted by the user") -> None:
@@ -394,7 +413,7 @@ class Store:
             self._end(
                 run_id, RunEnd(outcome=Outcome.INTERRUPTED, error=reason), only_unfinished=True
             )
-        self._output_sizes.pop(run_id, None)
+        self._outputs.pop(run_id, None)
 
     def _end(self, run_id: int, end: RunEnd, *, only_unfinished: bool) -> None:
         guard = " AND outcome IS NULL" if only_unfinished else ""
@@ -492,18 +511,32 @@ class Store:
             (run_id,),
         ):
             entry = joined.setdefault((task, stream), [[], 0])
+            if dropped:
+                entry[0].append(OMITTED % dropped)
             entry[0].append(data)
             entry[1] += dropped
         records = []
         for (task, stream), (chunks, dropped) in joined.items():
-            # Chunks are bytes split anywhere: decode once joined, so no character breaks.
+            # Chunks are bytes split anywhere: decode once joined, so no character breaks
+            # (except at the omission, where a character may be cut in two).
             text = b"".join(chunks).decode("utf-8", errors="replace")
-            if dropped:
-                text += f"\n[... {dropped} more bytes not kept ...]\n"
             records.append(
                 OutputRecord(task=task, stream=stream, text=text, truncated=bool(dropped))
             )
         return tuple(records)
+
+
+OMITTED = b"\n[... %d bytes omitted ...]\n"
+
+
+@dataclass
+class _KeptOutput:
+    """What the store holds of one (run, task, stream): sizes and the tail's rows."""
+
+    head: int = 0
+    marker: int = 0  # row id of the omission marker, 0 until the head is full
+    tail: deque[tuple[int, int]] = field(default_factory=deque)  # (row id, bytes)
+    tail_size: int = 0
 
 
 _RUN_COLUMNS = (

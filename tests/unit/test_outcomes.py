@@ -98,6 +98,8 @@ def test_exit_code_and_fault_of_each_outcome(
         (OK, "total-timeout", (), Outcome.TIMEOUT),
         ((("install", "passed"),), "oom", (), Outcome.OOM),
         ((("install", "passed"),), "limit-exceeded", (), Outcome.LIMIT_EXCEEDED),
+        ((("install", "passed"),), "eof", (), Outcome.GUEST_CRASH),
+        ((), "version-mismatch", (), Outcome.ENVIRONMENT_ERROR),
     ],
 )
 def test_classify(
@@ -148,3 +150,11 @@ async def test_outcome_for_a_trio_cancellation() -> None:
         except trio.Cancelled as cancelled:
             assert outcome_for_error(cancelled) is Outcome.INTERRUPTED
             raise
+
+
+def test_every_channel_end_is_a_vm_end() -> None:
+    from pyti.channel import EndKind
+
+    assert VmEnd.from_channel(EndKind.GOODBYE) is VmEnd.NORMAL
+    for kind in EndKind:
+        assert isinstance(VmEnd.from_channel(kind), VmEnd)

@@ -184,18 +184,33 @@ def test_the_guest_fills_blanks_but_never_overwrites(store: Store) -> None:
     )
 
 
-def test_output_is_capped_per_task_and_stream(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+def test_output_keeps_head_and_tail_per_task_and_stream(
+    store: Store, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "OUTPUT_CAP", 10)
+    monkeypatch.setattr(store_module, "OUTPUT_HEAD", 10)
+    monkeypatch.setattr(store_module, "OUTPUT_TAIL", 8)
     run_id = store.start_run(INFO)
-    for _ in range(3):
-        store.record(run_id, Output(task="test", stream="stdout", data=b"abcdef"))
+    for chunk in (b"abcdef", b"ghijkl", b"mnop", b"qrst", b"uvwx", b"yz"):
+        store.record(run_id, Output(task="test", stream="stdout", data=chunk))
     store.record(run_id, Output(task="test", stream="stderr", data=b"err"))
     stdout, stderr = store.load_run(run_id).outputs
     assert stdout.truncated
-    assert stdout.text == "abcdefabcd\n[... 8 more bytes not kept ...]\n"
+    # head "abcdefghij"; tail: whole chunks, at most 8 bytes plus the newest chunk
+    assert stdout.text == "abcdefghij\n[... 6 bytes omitted ...]\nqrstuvwxyz"
     assert (stderr.text, stderr.truncated) == ("err", False)
+    with _raw(db) as raw:
+        stored = raw.execute("SELECT sum(length(data)) FROM outputs WHERE stream = 'stdout'")
+        assert stored.fetchone()[0] == 20
+
+
+def test_output_under_the_cap_is_whole(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "OUTPUT_HEAD", 4)
+    monkeypatch.setattr(store_module, "OUTPUT_TAIL", 100)
+    run_id = store.start_run(INFO)
+    for chunk in (b"abc", b"def", b"", b"ghi"):
+        store.record(run_id, Output(task="install", stream="stdout", data=chunk))
+    (out,) = store.load_run(run_id).outputs
+    assert (out.text, out.truncated) == ("abcdefghi", False)
 
 
 def test_update_info_fills_in_inputs_learnt_later(store: Store) -> None:
