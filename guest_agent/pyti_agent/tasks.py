@@ -103,7 +103,7 @@ class OutputSink:
                 self.send(Output(task=self.task, stream=stream, data=data[i : i + OUTPUT_CHUNK]))
 
 
-def _finished(
+def finished(
     task: str,
     outcome: str,
     exit_code: int | None,
@@ -126,7 +126,7 @@ def run_task(name: str, ctx: TaskContext) -> TaskFinished:
     try:
         if ctx.manifest is None:
             out.note(f"no setup disk manifest: nothing to {name}")
-            return _finished(name, "skipped", None, began)
+            return finished(name, "skipped", None, began)
         if name == "install":
             return _install(ctx, out, began)
         if name == "test":
@@ -140,10 +140,10 @@ def run_task(name: str, ctx: TaskContext) -> TaskFinished:
 
             return metadata.run(ctx, out, began)
         out.note(f"unknown task {name!r}")
-        return _finished(name, "error", None, began)
+        return finished(name, "error", None, began)
     except Exception as exc:  # the agent's own failure: reported, never a crash
         out.note(f"internal error in task {name}: {type(exc).__name__}: {exc}")
-        return _finished(name, "error", None, began)
+        return finished(name, "error", None, began)
     finally:
         out.close()
 
@@ -160,14 +160,14 @@ def _install(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     manifest = ctx.manifest
     assert manifest is not None
     if not verify_setup(ctx, out):
-        return _finished("install", "error", None, began)
+        return finished("install", "error", None, began)
     user = ctx.run_as()
     layout = install.WorkLayout(ctx.work_dir)
     layout.prepare(user)
     venv = install.make_venv(layout, on_output=out, cancelled=ctx.cancelled, user=user)
     if not venv.ok:
         out.note(f"uv venv failed (exit {venv.returncode})")
-        return _finished("install", "error", venv.returncode, began)
+        return finished("install", "error", venv.returncode, began)
     dists = ctx.setup_dir / "dists"
     step, result = install.install_packages(
         layout,
@@ -179,7 +179,7 @@ def _install(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
         user=user,
     )
     out.note(f"install {step.outcome} in {result.duration:.2f} s")
-    return _finished("install", step.outcome, step.exit_code, began)
+    return finished("install", step.outcome, step.exit_code, began)
 
 
 # ---------------------------------------------------------------- test
@@ -235,7 +235,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     layout = install.WorkLayout(ctx.work_dir)
     if not (layout.venv / "bin" / "python").exists():
         out.note("no venv: the install task did not run or failed")
-        return _finished("test", "error", None, began)
+        return finished("test", "error", None, began)
     user = ctx.run_as()
     site_dir = testrun.site_packages(layout.venv)
     root = extract_sdist(ctx, out, layout.src) or layout.src
@@ -313,7 +313,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
             counts=counts,
             runner=plan.runner,
         )
-    return _finished("test", outcome, result.returncode, began, dict(counts))
+    return finished("test", outcome, result.returncode, began, dict(counts))
 
 
 def _smoke_import(

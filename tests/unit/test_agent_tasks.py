@@ -6,23 +6,25 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import shutil
 import sys
 import tarfile
 import textwrap
 import threading
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from pyti.protocol import Finding, Output, TaskFinished, TestResult
+from pyti.protocol import Finding, Metadata, Output, TaskFinished, TestResult
 from pyti.protocol.manifest import SetupManifest
 
 AGENT_DIR = Path(__file__).resolve().parents[2] / "guest_agent"
 sys.path.insert(0, str(AGENT_DIR))
 
-from pyti_agent import install, privileges, tasks  # noqa: E402
+from pyti_agent import install, privileges, quality, tasks  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     install.find_uv() == "uv" and shutil.which("uv") is None, reason="uv is not installed"
@@ -299,3 +301,164 @@ def test_output_sink_keeps_head_and_tail_of_a_flood(monkeypatch: pytest.MonkeyPa
     assert text.endswith("line8\nline9\n")
     assert "bytes of output omitted" in text
     assert all(len(m.data) <= 4 for m in host.of(Output) if b"omitted" not in m.data)
+
+
+DYNAMIC_BACKEND = {
+    "pyproject.toml": """
+        [build-system]
+        requires = []
+        build-backend = "backend"
+        backend-path = ["."]
+    """,
+    "backend.py": """
+        import os
+        import sys
+
+        def get_requires_for_build_wheel(config_settings=None):
+            return []
+
+        def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+            # Dependencies computed at build time: what a static reader cannot see.
+            deps = ["attrs>=23"] + (["tomli"] if sys.version_info < (3, 99) else [])
+            dist_info = os.path.join(metadata_directory, "dyn-1.0.dist-info")
+            os.makedirs(dist_info)
+            lines = ["Metadata-Version: 2.1", "Name: dyn", "Version: 1.0"]
+            lines += [f"Requires-Dist: {d}" for d in deps]
+            with open(os.path.join(dist_info, "METADATA"), "w") as f:
+                f.write("\\n".join(lines) + "\\n")
+            return "dyn-1.0.dist-info"
+    """,
+}
+
+WHEEL_ONLY_BACKEND = {
+    "pyproject.toml": DYNAMIC_BACKEND["pyproject.toml"],
+    "backend.py": """
+        import os
+        import zipfile
+
+        def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+            name = "dyn-1.0-py3-none-any.whl"
+            with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as zf:
+                text = "Name: dyn\\nVersion: 1.0\\nRequires-Dist: six\\n"
+                zf.writestr("dyn-1.0.dist-info/METADATA", text)
+            return name
+    """,
+}
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [(DYNAMIC_BACKEND, b"Requires-Dist: attrs>=23"), (WHEEL_ONLY_BACKEND, b"Requires-Dist: six")],
+)
+def test_metadata_task_sends_the_backends_prepared_metadata(
+    tmp_path: Path, files: dict[str, str], expected: bytes
+) -> None:
+    dists = tmp_path / "setup" / "dists"
+    dists.mkdir(parents=True)
+    sdist = make_sdist(dists, "dyn", "1.0", files)
+    manifest = write_setup(tmp_path / "setup", name="dyn", sdist=sdist, wheel=None)
+    host = FakeHost()
+
+    finished = tasks.run_task("metadata", context(tmp_path, manifest, host))
+
+    assert finished.outcome == "passed", host.output("metadata")
+    [meta] = host.of(Metadata)
+    assert (meta.name, meta.version) == ("dyn", "1.0")
+    assert expected in meta.metadata
+
+
+def test_metadata_task_reports_a_failing_backend_as_build_failed(tmp_path: Path) -> None:
+    dists = tmp_path / "setup" / "dists"
+    dists.mkdir(parents=True)
+    sdist = make_sdist(dists, "unbuildable", "1.0", BROKEN_BACKEND)
+    manifest = write_setup(tmp_path / "setup", name="unbuildable", sdist=sdist, wheel=None)
+    host = FakeHost()
+
+    finished = tasks.run_task("metadata", context(tmp_path, manifest, host))
+
+    assert finished.outcome == "build-failed"
+    assert host.of(Metadata) == []
+    assert "this sdist cannot be built" in host.output("metadata")
+
+
+def test_quality_task_counts_ruff_findings_by_rule(tmp_path: Path) -> None:
+    ruff = Path(sys.executable).parent / "ruff"
+    if not ruff.exists():
+        pytest.skip("ruff is not in this venv")
+    dists = tmp_path / "setup" / "dists"
+    dists.mkdir(parents=True)
+    source = {"messy/__init__.py": "import os\nimport sys\ndef f():\n    unused = 1\n"}
+    sdist = make_sdist(dists, "messy", "1.0", source)
+    manifest = write_setup(tmp_path / "setup", name="messy", sdist=sdist, wheel=None)
+    (tmp_path / "setup" / "tools").mkdir()
+    (tmp_path / "setup" / "tools" / "ruff").symlink_to(ruff)
+    host = FakeHost()
+
+    finished = tasks.run_task("quality", context(tmp_path, manifest, host))
+
+    assert finished.outcome == "passed", host.output("quality")
+    [finding] = host.of(Finding)
+    detail = json.loads(finding.detail)
+    assert detail["rules"] == {"F401": 2, "F841": 1}
+    assert dict(finished.counts) == {"violations": 3, "rules": 2}
+
+
+def test_quality_task_without_ruff_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quality.shutil, "which", lambda *a, **k: None)
+    manifest = flat_setup(tmp_path)
+    host = FakeHost()
+
+    finished = tasks.run_task("quality", context(tmp_path, manifest, host))
+
+    assert finished.outcome == "skipped"
+    assert "ruff is not available" in host.output("quality")
+
+
+def test_cancel_kills_the_test_process_group(tmp_path: Path) -> None:
+    dists = tmp_path / "setup" / "dists"
+    dists.mkdir(parents=True)
+    wheel = make_wheel(dists, "slow", "1.0", {"slow/__init__.py": ""})
+    pid_file = tmp_path / "child.pid"
+    test = f"""
+        import subprocess, sys, time, unittest
+
+        class T(unittest.TestCase):
+            def test_hangs(self):
+                child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+                open({str(pid_file)!r}, "w").write(str(child.pid))
+                time.sleep(600)
+    """
+    sdist = make_sdist(dists, "slow", "1.0", {"test_slow.py": test})
+    manifest = write_setup(tmp_path / "setup", name="slow", sdist=sdist, wheel=wheel)
+    host = FakeHost()
+    ctx = context(tmp_path, manifest, host)
+    assert tasks.run_task("install", ctx).outcome == "passed"
+
+    def cancel_when_started() -> None:
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        ctx.cancelled.set()
+
+    threading.Thread(target=cancel_when_started, daemon=True).start()
+    finished = tasks.run_task("test", ctx)
+
+    assert finished.outcome == "error"
+    assert finished.exit_code is None
+    assert not alive(int(pid_file.read_text()))
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper (the killed test was its parent)."""
+    for _ in range(40):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return False
+        if state in ("Z", "X"):
+            return False
+        time.sleep(0.05)
+    return True
