@@ -181,3 +181,13 @@ def junit_bytes(result: RunResult) -> bytes:
 
 def write_junit(result: RunResult, path: Path) -> None:
     _write_atomic(path, junit_bytes(result))
+
+
+def write_reports(
+    result: RunResult, *, json_path: Path | None = None, junit_path: Path | None = None
+) -> None:
+    """The files `pyti run --json PATH --junit-xml PATH` asked for."""
+    if json_path is not None:
+        write_json(result, json_path)
+    if junit_path is not None:
+        write_junit(result, junit_path)
