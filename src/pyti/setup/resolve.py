@@ -191,9 +191,9 @@ async def resolve(
         try:
             pins = await compile_pins([*strict, *kept, requirement], target, options)
         except ResolutionFailed as exc:
-            lines = str(exc).splitlines()
-            reason = " ".join(" ".join(lines[1:3] or lines).split())
-            dropped.append((requirement, reason.removeprefix("cause: ")[:300]))
+            lines = [line.strip() for line in str(exc).splitlines()]
+            cause = next((line for line in lines if line.startswith("cause: ")), lines[0])
+            dropped.append((requirement, cause.removeprefix("cause: ")[:300]))
         else:
             kept.append(requirement)
     return Resolution(pins, tuple(kept), tuple(dropped))
