@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from types import TracebackType
 
@@ -10,6 +12,7 @@ import pytest
 
 from pyti.errors import NoSuchPackage
 from pyti.outcomes import Outcome, VmEnd
+from pyti.protocol import NEED_DATA, Connection, Role, Start, encode
 from pyti.protocol.messages import (
     Goodbye,
     Heartbeat,
@@ -152,3 +155,22 @@ def test_interrupt_then_a_second_end_keeps_the_first(store: Store) -> None:
     assert first.console == "half a boot"
     assert store.load_run(recorder.run_id).outcome is Outcome.INTERRUPTED
     assert [c for c in renderer.calls if c[0] == "finish"] == [("finish", Outcome.INTERRUPTED)]
+
+
+def test_rows_are_committed_as_frames_arrive_over_the_codec(store: Store) -> None:
+    """Bytes in, rows out: what a crash would leave after each frame is already stored."""
+    host = Connection(Role.HOST)
+    recorder = RunRecorder(store, FakeRenderer(), RunInfo(spec="demo"))
+    frames = [encode(m) for m in _guest("passed", ("t.py::a", "passed"), ("t.py::b", "passed"))]
+    seen_tests: list[int] = []
+    for frame in frames:
+        for piece in (frame[:3], frame[3:]):  # a frame split across reads
+            host.receive_data(piece)
+            while (event := host.next_event()) is not NEED_DATA:
+                recorder.message(event)
+                if isinstance(event, Hello):
+                    host.send(Start(run_id=str(recorder.run_id), tasks=("install", "test")))
+        with closing(sqlite3.connect(store.path)) as other:
+            seen_tests.append(other.execute("SELECT count(*) FROM tests").fetchone()[0])
+    assert seen_tests == [0, 0, 0, 0, 1, 2, 2, 2, 2, 2]
+    assert recorder.finish(VmEnd.NORMAL).outcome is Outcome.PASSED
