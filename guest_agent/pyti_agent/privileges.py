@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -23,6 +24,7 @@ from typing import IO
 PYTI_UID = 1000
 PYTI_GID = 1000
 CHUNK = 64 << 10
+COALESCE = 0.1
 # What a killed group gets between SIGTERM and SIGKILL.
 KILL_GRACE = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -102,6 +104,9 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _pump(stream_name: str, pipe: IO[bytes], on_output: OnOutput) -> None:
+    # Programs often write a few bytes at a time (uv writes token by token): gather
+    # what arrives within COALESCE seconds into one chunk, so the host gets a few
+    # frames per second instead of one per write.
     fd = pipe.fileno()
     while True:
         try:
@@ -110,7 +115,23 @@ def _pump(stream_name: str, pipe: IO[bytes], on_output: OnOutput) -> None:
             return
         if not data:
             return
+        deadline = time.monotonic() + COALESCE
+        eof = False
+        while len(data) < CHUNK:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                break
+            try:
+                more = os.read(fd, CHUNK - len(data))
+            except OSError:
+                more = b""
+            if not more:
+                eof = True
+                break
+            data += more
         on_output(stream_name, data)
+        if eof:
+            return
 
 
 def run(
