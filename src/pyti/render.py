@@ -169,6 +169,11 @@ class _Progress:
         self.phase, self.phase_started = phase, now
         return True
 
+    def close(self) -> None:
+        """The run is over: the current phase (if still open) is done."""
+        if self.phase is not None and (not self.done or self.done[-1][0] is not self.phase):
+            self.done.append((self.phase, self.clock() - self.phase_started, "done"))
+
     def task_finished(self, message: TaskFinished) -> None:
         phase = TASK_PHASES[message.task]
         if self.phase is not phase:
@@ -272,7 +277,7 @@ class LiveRenderer:
             console=console,
             get_renderable=self._render,
             refresh_per_second=8,
-            transient=True,  # the summary replaces the progress when the run ends
+            transient=False,  # the phases and their times stay above the summary
             redirect_stdout=False,
             redirect_stderr=False,
         )
@@ -331,6 +336,7 @@ class LiveRenderer:
                 pass
 
     def finish(self, result: RunResult) -> None:
+        self._progress.close()
         self._live.stop()
         if self._progress.unlisted:
             self._console.print(f"{self._progress.unlisted} more failures or findings not shown")
