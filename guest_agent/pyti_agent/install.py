@@ -103,7 +103,10 @@ class StepResult:
 
 
 def find_uv() -> str:
-    for candidate in (shutil.which("uv"), "/usr/local/bin/uv"):
+    # The image has /usr/local/bin/uv; a venv with the uv package (the host's, in the
+    # unit tests) has it next to its Python.
+    beside = str(Path(sys.executable).parent / "uv")
+    for candidate in ("/usr/local/bin/uv", shutil.which("uv"), beside):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return "uv"

@@ -27,7 +27,7 @@ sys.path.insert(0, str(AGENT_DIR))
 from pyti_agent import install, privileges, quality, tasks  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
-    install.find_uv() == "uv" and shutil.which("uv") is None, reason="uv is not installed"
+    shutil.which(install.find_uv()) is None, reason="uv is not installed"
 )
 
 
