@@ -98,14 +98,12 @@ async def _download_once(client: httpx.AsyncClient, item: Wanted) -> Path:
                 async for chunk in response.aiter_bytes(CHUNK):
                     size += len(chunk)
                     if size > MAX_DOWNLOAD_BYTES:
-                        raise DownloadError(f"{item.filename}: larger than {MAX_DOWNLOAD_BYTES}")
+                        raise DownloadError(f"larger than {MAX_DOWNLOAD_BYTES} bytes")
                     digest.update(chunk)
                     out.write(chunk)
         got = digest.hexdigest()
         if item.sha256 is not None and got != item.sha256:
-            raise DownloadError(
-                f"{item.filename}: sha256 mismatch (expected {item.sha256}, got {got})"
-            )
+            raise DownloadError(f"sha256 mismatch (expected {item.sha256}, got {got})")
         target = cache_path(got)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
@@ -126,7 +124,8 @@ async def download(client: httpx.AsyncClient, item: Wanted) -> Path:
         except (httpx.HTTPError, DownloadError, OSError) as exc:
             log.info("download of %s failed (attempt %d): %s", item.url, attempt + 1, exc)
             last = exc
-    raise DownloadError(f"cannot download {item.filename}: {last}") from last
+    reason = str(last).splitlines()[0] if str(last) else type(last).__name__
+    raise DownloadError(f"cannot download {item.filename}: {reason}") from last
 
 
 async def fetch_all(
