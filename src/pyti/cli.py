@@ -116,7 +116,10 @@ def runs(
 
 @app.command()
 def show(
-    run_id: Annotated[int, typer.Argument(metavar="RUN", help="A run id from `pyti runs`.")],
+    run_id: Annotated[
+        int | None,
+        typer.Argument(metavar="[RUN]", help="A run id from `pyti runs` (default: the latest)."),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
     console: Annotated[bool, typer.Option("--console", help="Print its console log.")] = False,
 ) -> None:
@@ -127,6 +130,11 @@ def show(
     from pyti.store import Store
 
     with Store() as store:
+        if run_id is None:
+            latest = store.list_runs(1)
+            if not latest:
+                raise UsageError("no runs in the store yet: pyti run PACKAGE")
+            run_id = latest[0].id
         try:
             result = store.load_run(run_id)
         except KeyError:

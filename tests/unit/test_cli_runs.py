@@ -118,9 +118,10 @@ def test_show_a_run(data_dir: Path) -> None:
     ]
 
 
-def test_show_a_running_run(data_dir: Path) -> None:
+@pytest.mark.parametrize("args", [["show", "2"], ["show"]])
+def test_show_a_running_run_or_the_latest(data_dir: Path, args: list[str]) -> None:
     _fill(data_dir)
-    result = CliRunner().invoke(app, ["show", "2"])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0
     assert result.output.splitlines() == [
         "run 2: other",
@@ -149,10 +150,19 @@ def test_show_console(data_dir: Path) -> None:
     assert result.output == "Linux boot\n"
 
 
-def test_show_an_unknown_run_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "42"], "no run 42 in the store; `pyti runs` lists them"),
+        (["show"], "no runs in the store yet: pyti run PACKAGE"),
+    ],
+)
+def test_show_what_is_not_there_is_a_usage_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
     env = dict(os.environ, PYTI_DATA_DIR=str(tmp_path))
     result = subprocess.run(
-        [sys.executable, "-m", "pyti", "show", "42"],
+        [sys.executable, "-m", "pyti", *args],
         capture_output=True,
         text=True,
         check=False,
@@ -160,4 +170,4 @@ def test_show_an_unknown_run_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr == "pyti: error: no run 42 in the store; `pyti runs` lists them\n"
+    assert result.stderr == f"pyti: error: {message}\n"
