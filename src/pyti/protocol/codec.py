@@ -325,7 +325,7 @@ class Connection:
         self._buffer = bytearray()
         return error
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes from the peer; b"" means the stream ended (repeating it is harmless)."""
         self._raise_if_dead()
         if self._eof and data:
