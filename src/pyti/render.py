@@ -33,7 +33,8 @@ from pyti.results import RunResult, RunSummary, failure_reason
 MAX_LISTED = 50  # failures and findings printed while running; the rest are counted
 MAX_FIELD = 300  # characters of one guest-sent string on one line
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls, and the Unicode formatting marks that reorder or hide text.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
 class Phase(enum.StrEnum):
@@ -372,7 +373,7 @@ def runs_lines(runs: list[RunSummary]) -> list[str]:
             str(run.id),
             _when(run.started_at),
             clean(run.info.spec, 40),
-            run.info.python or "-",
+            clean(run.info.python, 20) or "-",
             "running" if run.outcome is None else run.outcome.value,
             counts_text(dict(run.counts)) or "-",
         )
@@ -405,7 +406,7 @@ def show_lines(result: RunResult) -> list[str]:
     lines = [
         f"run {result.id}: {clean(info.spec)}",
         f"  package:      {clean(package)}",
-        f"  python:       {info.python or '-'} (image {info.image_id or '-'},"
+        f"  python:       {clean(info.python, 40) or '-'} (image {info.image_id or '-'},"
         f" {info.accelerator or 'no accelerator'})",
         f"  started:      {when} UTC, took {_duration(result.duration)}",
         f"  outcome:      {outcome}",
@@ -415,7 +416,8 @@ def show_lines(result: RunResult) -> list[str]:
     if result.error:
         lines.append(f"  error:        {clean(result.error, 1000)}")
     if info.pyti_version:
-        lines.append(f"  pyti:         {info.pyti_version}, agent {result.agent_version or '-'}")
+        agent = clean(result.agent_version, 40) or "-"
+        lines.append(f"  pyti:         {info.pyti_version}, agent {agent}")
     if result.tasks:
         lines.append("tasks:")
         for task in result.tasks:

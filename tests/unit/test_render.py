@@ -102,6 +102,8 @@ def test_counts_text_follows_pytest_order_and_words(counts: dict[str, int], text
         ("evil\x1b[2J\x1b]0;title\x07", "evil\\x1b[2J\\x1b]0;title\\x07"),
         ("two\nlines\r", "two\\x0alines\\x0d"),
         ("rtl\u202eoverride", "rtl\\x202eoverride"),
+        ("zero\u200bwidth\ufeff", "zero\\x200bwidth\\xfeff"),
+        ("c1\x9bcontrol", "c1\\x9bcontrol"),
         ("x" * 400, "x" * 297 + "..."),
     ],
 )
