@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pyti import paths
-from pyti.errors import ResolutionFailed
+from pyti.errors import ResolutionFailed, UsageError
 from pyti.protocol.manifest import SetupManifest
 from pyti.setup import download, index, local_project, resolve
 from pyti.setup.choose import choose
@@ -148,7 +148,11 @@ async def prepare(
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     options = resolve.Options(tuple(index_urls) or (DEFAULT_INDEX,), offline=offline)
     for extra in with_requirements:
-        Requirement(extra)  # a typo fails here, before any download
+        try:
+            Requirement(extra)  # a typo fails here, before any download
+        except InvalidRequirement as exc:
+            reason = str(exc).splitlines()[0]
+            raise UsageError(f"--with {extra!r} is not a requirement: {reason}") from None
     async with httpx.AsyncClient() as http:
         client = None if offline else http
         if isinstance(parsed, RequirementSpec):
