@@ -8,9 +8,10 @@ nothing else from pyti.
 Field meanings (the contract in docs/architecture.md; details in docs/setup.md):
 
 - `sdist`, `wheel`: file names under `dists/` of the package under test.
-- `install`: exact pins (`name==version`) to install, in order, with `--no-deps`
-  and `--no-index --find-links dists/`: the package, its runtime dependencies
-  and the test dependencies.
+- `install`: what to install, in order, with `--no-deps` and `--no-index
+  --find-links dists/`: the package first (its pin when it has a wheel, else its
+  sdist's file name under `dists/`), then exact pins (`name==version`) of its
+  runtime and test dependencies.
 - `build_requirements`: pins whose dists sit under `dists/` for building an
   sdist in the guest (empty when no sdist needs building).
 - `files`: every file under `dists/` (file name) -> lowercase hex sha256; the

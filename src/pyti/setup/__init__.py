@@ -248,13 +248,16 @@ async def _assemble(
         {p.requirement for p in resolution.pins if p.name != canonicalize_name(package.name)}
     )
     kept = {canonicalize_name(Requirement(r).name) for r in resolution.kept}
+    # Without a wheel the package is installed from its sdist's file name: a local
+    # project's version may be a placeholder the build would not reproduce.
+    first = pin if package.wheel or package.sdist is None else package.sdist[0]
     manifest = SetupManifest(
         spec=spec_text,
         package_name=package.name,
         package_version=package.version,
         sdist=package.sdist[0] if package.sdist else None,
         wheel=package.wheel[0] if package.wheel else None,
-        install=(pin, *others),
+        install=(first, *others),
         build_requirements=tuple(sorted({p.requirement for p in build_pins})),
         files=files,
         runner=config.runner,
