@@ -184,23 +184,50 @@ def test_the_guest_fills_blanks_but_never_overwrites(store: Store) -> None:
     )
 
 
-def test_output_keeps_head_and_tail_per_task_and_stream(
-    store: Store, db: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def small_output(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "OUTPUT_HEAD", 10)
     monkeypatch.setattr(store_module, "OUTPUT_TAIL", 8)
+
+
+CHUNKS = (b"abcdef", b"ghijkl", b"mnop", b"qrst", b"uvwx", b"yz")
+
+
+@pytest.mark.usefixtures("small_output")
+def test_output_keeps_head_and_tail_per_task_and_stream(store: Store, db: Path) -> None:
     run_id = store.start_run(INFO)
-    for chunk in (b"abcdef", b"ghijkl", b"mnop", b"qrst", b"uvwx", b"yz"):
+    for chunk in CHUNKS:
         store.record(run_id, Output(task="test", stream="stdout", data=chunk))
     store.record(run_id, Output(task="test", stream="stderr", data=b"err"))
+    store.finish_run(run_id, RunEnd(outcome=Outcome.PASSED))
     stdout, stderr = store.load_run(run_id).outputs
     assert stdout.truncated
-    # head "abcdefghij"; tail: whole chunks, at most 8 bytes plus the newest chunk
-    assert stdout.text == "abcdefghij\n[... 6 bytes omitted ...]\nqrstuvwxyz"
+    assert stdout.text == "abcdefghij\n[... 8 bytes omitted ...]\nstuvwxyz"
     assert (stderr.text, stderr.truncated) == ("err", False)
     with _raw(db) as raw:
         stored = raw.execute("SELECT sum(length(data)) FROM outputs WHERE stream = 'stdout'")
-        assert stored.fetchone()[0] == 20
+        assert stored.fetchone()[0] == 18
+
+
+@pytest.mark.usefixtures("small_output")
+def test_the_tail_is_written_by_time_and_at_close(
+    store: Store, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def other_view() -> str:
+        with Store(db) as other:
+            return other.load_run(run_id).outputs[0].text
+
+    run_id = store.start_run(INFO)
+    monkeypatch.setattr(store_module, "TAIL_FLUSH", 0.0)
+    for chunk in CHUNKS[:4]:
+        store.record(run_id, Output(task="test", stream="stdout", data=chunk))
+    assert other_view() == "abcdefghij\n[... 2 bytes omitted ...]\nmnopqrst"
+    monkeypatch.setattr(store_module, "TAIL_FLUSH", 3600.0)
+    for chunk in CHUNKS[4:]:
+        store.record(run_id, Output(task="test", stream="stdout", data=chunk))
+    assert other_view() == "abcdefghij\n[... 2 bytes omitted ...]\nmnopqrst"  # not yet
+    store.close()  # e.g. the run loop died: what is in memory is still written
+    assert other_view() == "abcdefghij\n[... 8 bytes omitted ...]\nstuvwxyz"
 
 
 def test_output_under_the_cap_is_whole(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,6 +236,7 @@ def test_output_under_the_cap_is_whole(store: Store, monkeypatch: pytest.MonkeyP
     run_id = store.start_run(INFO)
     for chunk in (b"abc", b"def", b"", b"ghi"):
         store.record(run_id, Output(task="install", stream="stdout", data=chunk))
+    store.mark_interrupted(run_id)
     (out,) = store.load_run(run_id).outputs
     assert (out.text, out.truncated) == ("abcdefghi", False)
 
