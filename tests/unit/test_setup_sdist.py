@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyti.errors import HostileArchive
 from pyti.setup.sdist import Limits, read_members
@@ -133,3 +137,32 @@ def test_not_an_archive(tmp_path: Path) -> None:
     path.write_bytes(b"not a zip at all")
     with pytest.raises(HostileArchive, match="unreadable"):
         read_members(path, wanted_member)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from(["x-1.tar.gz", "x-1.zip", "x-1.tar"]))
+def test_fuzzed_archives_raise_only_hostile_archive(data: bytes, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        # Random bytes, and random bytes behind a valid gzip header (reaches tarfile).
+        for payload in (data, gzip.compress(data, mtime=0)):
+            path.write_bytes(payload)
+            with contextlib.suppress(HostileArchive):
+                read_members(path, wanted_member)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=64), st.integers(0, 4000))
+def test_flipped_bytes_in_a_real_zip_raise_only_hostile_archive(noise: bytes, at: int) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x-1/PKG-INFO", b"Metadata-Version: 2.2\n" * 50)
+        zf.writestr("x-1/pyproject.toml", b"[project]\n" * 50)
+    data = bytearray(buffer.getvalue())
+    at %= len(data)
+    data[at : at + len(noise)] = noise
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x-1.zip"
+        path.write_bytes(bytes(data))
+        with contextlib.suppress(HostileArchive):
+            read_members(path, wanted_member)

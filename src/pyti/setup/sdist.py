@@ -8,8 +8,10 @@ read is bounded, so a member that lies about its size is stopped too.
 from __future__ import annotations
 
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -20,6 +22,14 @@ MAX_MEMBER_BYTES = 2 << 20  # pyproject.toml, tox.ini, PKG-INFO: small text file
 MAX_READ_BYTES = 16 << 20  # all members read, together
 MAX_ARCHIVE_BYTES = 1 << 30  # uncompressed bytes walked: stops a decompression bomb
 MAX_MEMBERS = 100_000
+
+
+# What a corrupt archive makes tarfile, zipfile, gzip and zlib raise (found by fuzzing):
+# NotImplementedError is an unknown zip compression, RuntimeError an encrypted member.
+_CORRUPT = (
+    tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error,
+    EOFError, OSError, ValueError, NotImplementedError, RuntimeError,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ def _read_tar(
                 if len(data) > limits.member:
                     raise HostileArchive(f"{archive.name}: member {info.name!r} is too large")
                 found.setdefault(rel, data)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except _CORRUPT as exc:
         raise HostileArchive(f"{archive.name}: unreadable archive: {exc}") from exc
     return found
 
@@ -164,6 +174,6 @@ def _read_zip(archive: Path, want: Want, strip_top: bool, limits: Limits) -> dic
                 if len(data) > limits.member:
                     raise HostileArchive(f"{archive.name}: member {info.filename!r} is too large")
                 found.setdefault(rel, data)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
+    except _CORRUPT as exc:
         raise HostileArchive(f"{archive.name}: unreadable archive: {exc}") from exc
     return found
