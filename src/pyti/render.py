@@ -433,6 +433,11 @@ def show_lines(result: RunResult) -> list[str]:
         for test in failures:
             lines.append(f"  {test.outcome.upper()} {clean(test.nodeid)}")
             lines.extend(_block(test.report))
+    if result.dropped_tests or result.dropped_findings:
+        lines.append(
+            f"dropped past the store's caps: {result.dropped_tests} tests,"
+            f" {result.dropped_findings} findings"
+        )
     if result.findings:
         lines.append("findings:")
         for finding in result.findings:

@@ -152,6 +152,8 @@ class RunResult:
     tasks: tuple[TaskRecord, ...] = ()
     findings: tuple[FindingRecord, ...] = ()
     outputs: tuple[OutputRecord, ...] = ()
+    dropped_tests: int = 0  # results past the store's per-run cap: counted, not kept
+    dropped_findings: int = 0
 
     @property
     def exit_code(self) -> int | None:
@@ -203,5 +205,6 @@ class RunResult:
             "tests": [t.to_json() for t in self.tests],
             "findings": [f.to_json() for f in self.findings],
             "outputs": [o.to_json() for o in self.outputs],
+            "dropped": {"tests": self.dropped_tests, "findings": self.dropped_findings},
             "console": self.console,
         }

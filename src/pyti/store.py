@@ -65,6 +65,13 @@ log = logging.getLogger(__name__)
 OUTPUT_HEAD = 512 * 1024
 OUTPUT_TAIL = 512 * 1024
 TAIL_FLUSH = 0.5
+# Per-run caps on what the guest can make the store keep (the channel caps bytes and rate;
+# these cap rows). Past MAX_TESTS and MAX_FINDINGS rows are counted, not stored; past the
+# report budget a test's report is cut to REPORT_CUT characters.
+MAX_TESTS = 200_000
+MAX_FINDINGS = 1_000
+REPORT_BUDGET = 64 * 1024 * 1024
+REPORT_CUT = 1024
 CONSOLE_CAP = 1 << 20  # characters of console kept per run: head and tail
 ERROR_CAP = 8192
 
@@ -133,6 +140,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX findings_run ON findings(run_id);
     """,
+    # 2: what the per-run caps dropped
+    """
+    ALTER TABLE runs ADD COLUMN dropped_tests INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN dropped_findings INTEGER NOT NULL DEFAULT 0
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -171,6 +183,7 @@ class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else paths.store_path()
         self._outputs: dict[int, dict[tuple[str, str], _KeptOutput]] = {}
+        self._budgets: dict[int, _RunBudget] = {}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
@@ -313,18 +326,11 @@ class Store:
         with self._errors("recording a message"):
             match message:
                 case TestResult():
-                    self._db.execute(
-                        "INSERT INTO tests (run_id, nodeid, outcome, duration, report)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (run_id, message.nodeid, message.outcome, message.duration, message.report),
-                    )
+                    self._record_test(run_id, message)
                 case Output():
                     self._record_output(run_id, message)
                 case Finding():
-                    self._db.execute(
-                        "INSERT INTO findings (run_id, kind, detail, task) VALUES (?, ?, ?, ?)",
-                        (run_id, message.kind, message.detail, message.task),
-                    )
+                    self._record_finding(run_id, message)
                 case TaskStarted():
                     self._db.execute(
                         """INSERT INTO tasks (run_id, seq, name, outcome)
@@ -370,6 +376,42 @@ class Store:
                 case _:
                     pass  # Heartbeat, Goodbye, UnknownMessage: nothing to keep
 
+    def _budget(self, run_id: int) -> _RunBudget:
+        budget = self._budgets.get(run_id)
+        if budget is None:
+            budget = self._budgets[run_id] = _RunBudget()
+        return budget
+
+    def _record_test(self, run_id: int, message: TestResult) -> None:
+        budget = self._budget(run_id)
+        if budget.tests >= MAX_TESTS:
+            self._db.execute(
+                "UPDATE runs SET dropped_tests = dropped_tests + 1 WHERE id = ?", (run_id,)
+            )
+            return
+        report = message.report
+        if budget.report_chars + len(report) > REPORT_BUDGET:
+            report = truncate_text(report, REPORT_CUT)
+        budget.tests += 1
+        budget.report_chars += len(report)
+        self._db.execute(
+            "INSERT INTO tests (run_id, nodeid, outcome, duration, report) VALUES (?, ?, ?, ?, ?)",
+            (run_id, message.nodeid, message.outcome, message.duration, report),
+        )
+
+    def _record_finding(self, run_id: int, message: Finding) -> None:
+        budget = self._budget(run_id)
+        if budget.findings >= MAX_FINDINGS:
+            self._db.execute(
+                "UPDATE runs SET dropped_findings = dropped_findings + 1 WHERE id = ?", (run_id,)
+            )
+            return
+        budget.findings += 1
+        self._db.execute(
+            "INSERT INTO findings (run_id, kind, detail, task) VALUES (?, ?, ?, ?)",
+            (run_id, message.kind, message.detail, message.task),
+        )
+
     def _record_output(self, run_id: int, message: Output) -> None:
         streams = self._outputs.setdefault(run_id, {})
         kept = streams.get((message.task, message.stream))
@@ -404,6 +446,7 @@ class Store:
         kept.flushed_at = time.monotonic()
 
     def _flush_tails(self, run_id: int) -> None:
+        self._budgets.pop(run_id, None)
         for kept in self._outputs.pop(run_id, {}).values():
             if kept.dirty:
                 self._flush_tail(kept)
@@ -472,8 +515,8 @@ class Store:
     def load_run(self, run_id: int) -> RunResult:
         with self._errors("loading a run"):
             row = self._db.execute(
-                f"SELECT {_RUN_COLUMNS}, vm_end, error, console, agent_version"
-                " FROM runs WHERE id = ?",
+                f"SELECT {_RUN_COLUMNS}, vm_end, error, console, agent_version,"
+                " dropped_tests, dropped_findings FROM runs WHERE id = ?",
                 (run_id,),
             ).fetchone()
             if row is None:
@@ -502,8 +545,8 @@ class Store:
                 )
             )
             outputs = self._load_outputs(run_id)
-        summary = _summary(row[:-4], {})
-        vm_end, error, console, agent_version = row[-4:]
+        summary = _summary(row[:-6], {})
+        vm_end, error, console, agent_version, dropped_tests, dropped_findings = row[-6:]
         return RunResult(
             id=summary.id,
             info=summary.info,
@@ -518,6 +561,8 @@ class Store:
             tasks=tasks,
             findings=findings,
             outputs=outputs,
+            dropped_tests=dropped_tests,
+            dropped_findings=dropped_findings,
         )
 
     def _load_outputs(self, run_id: int) -> tuple[OutputRecord, ...]:
@@ -543,6 +588,15 @@ class Store:
 
 
 OMITTED = b"\n[... %d bytes omitted ...]\n"
+
+
+@dataclass
+class _RunBudget:
+    """Rows and report characters one run has stored so far (for the per-run caps)."""
+
+    tests: int = 0
+    findings: int = 0
+    report_chars: int = 0
 
 
 @dataclass

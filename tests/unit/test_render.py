@@ -17,6 +17,7 @@ from pyti.render import (
     counts_text,
     failure_lines,
     make_renderer,
+    show_lines,
     summary_line,
 )
 from pyti.results import RunInfo, RunResult, TestRecord
@@ -276,3 +277,15 @@ def test_make_renderer_picks_live_on_a_terminal_only() -> None:
     pipe = Console(file=io.StringIO(), force_terminal=False)
     assert isinstance(make_renderer(terminal, stream), LiveRenderer)
     assert isinstance(make_renderer(pipe, stream), PlainRenderer)
+
+
+def test_show_lines_say_what_the_caps_dropped() -> None:
+    result = RunResult(
+        id=1,
+        info=RunInfo(spec="flood", accelerator="tcg"),
+        started_at=0.0,
+        finished_at=1.0,
+        outcome=Outcome.PASSED,
+        dropped_tests=5,
+    )
+    assert "dropped past the store's caps: 5 tests, 0 findings" in show_lines(result)

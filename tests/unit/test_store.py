@@ -363,3 +363,33 @@ def test_process_start_tells_processes_apart() -> None:
     assert store_module.process_start(os.getpid()) != ""
     assert store_module.process_start(os.getpid()) == store_module.process_start(os.getpid())
     assert store_module.process_start(1 << 30) == ""
+
+
+def test_tests_and_findings_past_the_caps_are_counted_not_kept(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_TESTS", 3)
+    monkeypatch.setattr(store_module, "MAX_FINDINGS", 2)
+    run_id = store.start_run(INFO)
+    for i in range(5):
+        store.record(run_id, TestResult(nodeid=f"t::{i}", outcome="passed", duration=0.0))
+        store.record(run_id, Finding(kind="network", detail=str(i)))
+    result = store.finish_run(run_id, RunEnd(outcome=Outcome.PASSED))
+    assert [t.nodeid for t in result.tests] == ["t::0", "t::1", "t::2"]
+    assert [f.detail for f in result.findings] == ["0", "1"]
+    assert (result.dropped_tests, result.dropped_findings) == (2, 3)
+    assert result.to_json()["dropped"] == {"tests": 2, "findings": 3}
+
+
+def test_reports_past_the_run_budget_are_cut(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "REPORT_BUDGET", 100)
+    monkeypatch.setattr(store_module, "REPORT_CUT", 40)
+    run_id = store.start_run(INFO)
+    for i in range(3):
+        store.record(
+            run_id, TestResult(nodeid=f"t::{i}", outcome="failed", duration=0.0, report="x" * 60)
+        )
+    reports = [t.report for t in store.load_run(run_id).tests]
+    assert reports[0] == "x" * 60
+    assert [len(r) for r in reports[1:]] == [40, 40]
+    assert "omitted" in reports[1]
