@@ -32,6 +32,8 @@ from pyti.store import Store
 
 log = logging.getLogger(__name__)
 
+MAX_KINDS = 100  # distinct finding kinds remembered for `classify` (the guest picks kinds)
+
 
 class RunRecorder:
     def __init__(
@@ -48,7 +50,7 @@ class RunRecorder:
         self.run_id = store.start_run(info)
         self.result: RunResult | None = None
         self._tasks: list[tuple[str, str]] = []
-        self._findings: list[str] = []
+        self._findings: dict[str, None] = {}  # distinct kinds, in order of arrival
         log.debug("run %d started: %s", self.run_id, info.spec)
 
     def update_info(self, **fields: Any) -> None:
@@ -64,8 +66,8 @@ class RunRecorder:
         match message:
             case TaskFinished():
                 self._tasks.append((message.task, message.outcome))
-            case Finding():
-                self._findings.append(message.kind)
+            case Finding() if len(self._findings) < MAX_KINDS:
+                self._findings.setdefault(message.kind)
             case _:
                 pass
         self.renderer.message(message)
