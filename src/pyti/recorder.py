@@ -75,6 +75,7 @@ class RunRecorder:
     def host_finding(self, kind: str, detail: str, task: str = "") -> None:
         """A finding the host made (e.g. "oom" or "disk-full" read off the console)."""
         self.message(Finding(kind=kind, detail=detail, task=task))
+        self._findings.setdefault(kind)  # ours: counts even when the guest used up MAX_KINDS
 
     def finish(self, vm_end: VmEnd | str, *, error: str = "", console: str = "") -> RunResult:
         """The VM ended: classify what the guest reported and how it ended."""

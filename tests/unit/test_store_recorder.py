@@ -14,6 +14,7 @@ from pyti.errors import NoSuchPackage
 from pyti.outcomes import Outcome, VmEnd
 from pyti.protocol import NEED_DATA, Connection, Role, Start, encode
 from pyti.protocol.messages import (
+    Finding,
     Goodbye,
     Heartbeat,
     Hello,
@@ -174,3 +175,14 @@ def test_rows_are_committed_as_frames_arrive_over_the_codec(store: Store) -> Non
             seen_tests.append(other.execute("SELECT count(*) FROM tests").fetchone()[0])
     assert seen_tests == [0, 0, 0, 0, 1, 2, 2, 2, 2, 2]
     assert recorder.finish(VmEnd.NORMAL).outcome is Outcome.PASSED
+
+
+def test_a_host_finding_counts_even_after_a_flood_of_guest_kinds(store: Store) -> None:
+    recorder = RunRecorder(store, FakeRenderer(), RunInfo(spec="demo"))
+    for i in range(200):
+        recorder.message(Finding(kind=f"junk-{i}", detail=""))
+    recorder.message(
+        TaskFinished(task="install", outcome="install-failed", exit_code=1, duration=1.0)
+    )
+    recorder.host_finding("oom", "Out of memory: Killed process 123 (python3)")
+    assert recorder.finish(VmEnd.NORMAL).outcome is Outcome.OOM
