@@ -83,11 +83,42 @@ def _refuse_tag(decoder: object, tag: object) -> object:
     raise ProtocolError("CBOR tags are not allowed")
 
 
-# Simple values (major type 7) allowed: false, true, null, and half/single/double floats.
-_SIMPLE_OK: Final = frozenset({20, 21, 22, 25, 26, 27})
+# The scan's action for each initial byte (major type << 5 | additional info), so the
+# per-item work is one table lookup. Wide forms (+_WIDE) read a 1/2/4/8-byte argument.
+_SKIP, _STR, _ARRAY, _MAP, _BAD = range(5)
+_WIDE = 8
 
 
-def check_cbor(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:  # noqa: PLR0912, PLR0915
+def _action(initial: int) -> tuple[int, int]:
+    major, info = initial >> 5, initial & 0x1F
+    if info > 27 or major == 6:
+        return _BAD, 0  # indefinite lengths, reserved infos, tags
+    width = 1 << (info - 24) if info >= 24 else 0
+    if major == 7:
+        if info in (20, 21, 22):  # false, true, null
+            return _SKIP, 0
+        if info in (25, 26, 27):  # half, single, double float
+            return _SKIP + _WIDE, width
+        return _BAD, 0  # undefined and other simple values
+    kind = _SKIP if major <= 1 else _STR if major <= 3 else _ARRAY if major == 4 else _MAP
+    return (kind + _WIDE, width) if width else (kind, info)
+
+
+_ACTIONS: Final = tuple(_action(initial) for initial in range(256))
+
+
+def _refusal(initial: int) -> str:
+    major, info = initial >> 5, initial & 0x1F
+    if major == 6:
+        return "CBOR tags are not allowed"
+    if info == 31:
+        return "indefinite-length CBOR items are not allowed"
+    if info > 27:
+        return "reserved CBOR additional information"
+    return f"CBOR simple value {info} is not allowed"
+
+
+def check_cbor(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:  # noqa: PLR0912
     """Raise ProtocolError unless `data` is exactly one CBOR item in pyti's safe subset.
 
     Cost is one step per item header; string bodies are skipped, not read. One flat
@@ -98,6 +129,7 @@ def check_cbor(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:  # noqa
     pending = 1  # items still to read in the current container (or the top level)
     is_map = False  # the current container is a map: every other item is a key
     stack: list[tuple[int, bool]] = []
+    actions = _ACTIONS
     while True:
         while pending == 0:
             if not stack:
@@ -108,46 +140,42 @@ def check_cbor(data: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> None:  # noqa
         if pos >= end:
             raise ProtocolError("truncated CBOR item")
         initial = data[pos]
+        # In a map, an even count of pending items means a key comes next.
+        if is_map and not pending & 1 and not 0x60 <= initial <= 0x7B:
+            raise ProtocolError("CBOR map keys must be text strings")
         pos += 1
-        major = initial >> 5
-        info = initial & 0x1F
-        if info < 24:
-            arg = info
-        elif info <= 27:
-            width = 1 << (info - 24)
-            if pos + width > end:
+        pending -= 1
+        code, arg = actions[initial]
+        if code == _SKIP:
+            continue
+        if code == _BAD:
+            raise ProtocolError(_refusal(initial))
+        if code >= _WIDE:
+            if pos + arg > end:
                 raise ProtocolError("truncated CBOR item header")
+            if code == _SKIP + _WIDE:
+                pos += arg
+                continue
+            width = arg
             arg = int.from_bytes(data[pos : pos + width], "big")
             pos += width
-        else:
-            raise ProtocolError("indefinite-length or reserved CBOR items are not allowed")
-        if is_map and pending % 2 == 0 and major != 3:
-            raise ProtocolError("CBOR map keys must be text strings")
-        pending -= 1
-        if major <= 1:  # unsigned / negative integer
-            continue
-        if major <= 3:  # byte / text string
+            code -= _WIDE
+        if code == _STR:
             if arg > end - pos:
                 raise ProtocolError("CBOR string is longer than its frame")
             pos += arg
             continue
-        if major in (4, 5):
-            count = arg * 2 if major == 5 else arg
-            # Every item takes at least one byte: a count larger than what is left is a
-            # lie, refused before anything is allocated for it.
-            if count > end - pos:
-                raise ProtocolError("CBOR container claims more items than its frame holds")
-            if count:
-                if len(stack) >= max_depth:
-                    raise ProtocolError(f"CBOR nesting deeper than {max_depth}")
-                stack.append((pending, is_map))
-                pending = count
-                is_map = major == 5
-            continue
-        if major == 6:
-            raise ProtocolError("CBOR tags are not allowed")
-        if info not in _SIMPLE_OK:
-            raise ProtocolError(f"CBOR simple value {info} is not allowed")
+        count = arg * 2 if code == _MAP else arg
+        # Every item takes at least one byte: a count larger than what is left is a
+        # lie, refused before anything is allocated for it.
+        if count > end - pos:
+            raise ProtocolError("CBOR container claims more items than its frame holds")
+        if count:
+            if len(stack) >= max_depth:
+                raise ProtocolError(f"CBOR nesting deeper than {max_depth}")
+            stack.append((pending, is_map))
+            pending = count
+            is_map = code == _MAP
 
 
 def load_body(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> object:
