@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Protocol, TextIO
 
@@ -393,6 +393,15 @@ def _block(text: str, indent: str = "    ") -> list[str]:
     return [indent + clean(line, 1000) for line in text.splitlines()]
 
 
+def _task_counts(task: str, counts: Mapping[str, int]) -> str:
+    """Test counts in pytest's words; other tasks' counts (quality: per rule) most first."""
+    if task == "test":
+        return counts_text(dict(counts))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{clean(key, 40)} {number}" for key, number in ranked[:10])
+    return shown + (f", ... {len(ranked) - 10} more" if len(ranked) > 10 else "")
+
+
 def show_lines(result: RunResult) -> list[str]:
     """`pyti show RUN`: one run's inputs, tasks, failed tests with reports, findings."""
     info = result.info
@@ -422,7 +431,7 @@ def show_lines(result: RunResult) -> list[str]:
         lines.append("tasks:")
         for task in result.tasks:
             exit_code = "-" if task.exit_code is None else str(task.exit_code)
-            counts = counts_text(dict(task.counts)) if task.name == "test" else ""
+            counts = _task_counts(task.name, task.counts)
             lines.append(
                 f"  {task.name:<9} {clean(task.outcome, 20):<15} exit {exit_code:<4}"
                 f" {_duration(task.duration):>8}{'  ' + counts if counts else ''}".rstrip()

@@ -20,7 +20,7 @@ from pyti.render import (
     show_lines,
     summary_line,
 )
-from pyti.results import RunInfo, RunResult, TestRecord
+from pyti.results import RunInfo, RunResult, TaskRecord, TestRecord
 
 
 def _tests(**numbers: int) -> tuple[TestRecord, ...]:
@@ -289,3 +289,25 @@ def test_show_lines_say_what_the_caps_dropped() -> None:
         dropped_tests=5,
     )
     assert "dropped past the store's caps: 5 tests, 0 findings" in show_lines(result)
+
+
+def test_show_lines_rank_quality_counts_per_rule() -> None:
+    result = RunResult(
+        id=1,
+        info=RunInfo(spec="demo", accelerator="tcg"),
+        started_at=0.0,
+        finished_at=1.0,
+        outcome=Outcome.PASSED,
+        tasks=(
+            TaskRecord(
+                name="quality",
+                outcome="passed",
+                exit_code=0,
+                duration=0.5,
+                counts={"f401": 2, "e501": 7, "b006": 2},
+            ),
+        ),
+    )
+    assert "  quality   passed          exit 0       0.5 s  e501 7, b006 2, f401 2" in show_lines(
+        result
+    )
