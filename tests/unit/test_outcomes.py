@@ -87,6 +87,7 @@ def test_exit_code_and_fault_of_each_outcome(
         ((("install", "install-failed"),), "normal", ("disk-full",), Outcome.DISK_FULL),
         ((("install", "passed"), ("test", "failed")), "normal", ("oom",), Outcome.OOM),
         ((("install", "passed"),), "normal", (), Outcome.ERROR),  # test never reported
+        ((("install", "passed"), ("test", "skipped")), "normal", (), Outcome.ERROR),
         ((), "normal", (), Outcome.ERROR),
         (OK, "cancelled", (), Outcome.INTERRUPTED),
         ((), "qemu-crash", (), Outcome.ERROR),
