@@ -241,20 +241,31 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            while self._migrate_one():
+                pass
+
+    def _migrate_one(self) -> bool:
+        """Apply the next migration; False when the schema is current.
+
+        The version is read inside the write transaction, so two pyti processes
+        opening a new store at once do not both apply the same step.
+        """
+        with self._transaction():
+            version = self.schema_version()
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"the results store {self.path} has schema {version}, newer than this"
                     f" pyti's {SCHEMA_VERSION}; upgrade pyti or set PYTI_DATA_DIR"
                 )
-            for number in range(version, SCHEMA_VERSION):
-                with self._transaction():
-                    for statement in MIGRATIONS[number].split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    # PRAGMA takes no parameters; the number is ours, not input.
-                    self._db.execute(f"PRAGMA user_version = {number + 1}")
-                log.info("results store %s migrated to schema %d", self.path, number + 1)
+            if version == SCHEMA_VERSION:
+                return False
+            for statement in MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            # PRAGMA takes no parameters; the number is ours, not input.
+            self._db.execute(f"PRAGMA user_version = {version + 1}")
+        log.info("results store %s migrated to schema %d", self.path, version + 1)
+        return True
 
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])

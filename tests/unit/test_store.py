@@ -4,6 +4,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -393,3 +394,26 @@ def test_reports_past_the_run_budget_are_cut(store: Store, monkeypatch: pytest.M
     assert reports[0] == "x" * 60
     assert [len(r) for r in reports[1:]] == [40, 40]
     assert "omitted" in reports[1]
+
+
+def test_stores_opened_at_once_migrate_a_new_database_once(db: Path) -> None:
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        barrier.wait()
+        try:
+            with Store(db) as opened:
+                opened.start_run(INFO)
+        except BaseException as exc:  # collected for the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Store(db) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert len(store.list_runs(10)) == 4
