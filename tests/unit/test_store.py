@@ -417,3 +417,12 @@ def test_stores_opened_at_once_migrate_a_new_database_once(db: Path) -> None:
     with Store(db) as store:
         assert store.schema_version() == SCHEMA_VERSION
         assert len(store.list_runs(10)) == 4
+
+
+def test_migrations_are_numbered_sql_files_in_order() -> None:
+    from pyti import migrations
+
+    scripts = migrations.load()
+    assert len(scripts) == SCHEMA_VERSION >= 2
+    assert scripts[0].startswith("-- 1: ")
+    assert all("CREATE" in s or "ALTER" in s for s in scripts)
