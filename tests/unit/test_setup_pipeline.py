@@ -206,3 +206,46 @@ def test_summary_lines(tmp_path: Path) -> None:
         "a 1: 1 dists (wheel, no sdist), 0 test requirements, 1 dropped",
         "finding: test-dependency-dropped: mypy: no wheels",
     ]
+
+
+async def test_many_test_deps_with_two_bad_ones_take_few_uv_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = 0
+    bad = {"dep07", "dep23"}
+
+    async def fake(
+        requirements: Sequence[str], target: GuestTarget, options: resolve.Options
+    ) -> tuple[resolve.Pin, ...]:
+        nonlocal calls
+        calls += 1
+        if bad & set(requirements):
+            # uv names no culprit here, so the search cannot take the shortcut
+            raise ResolutionFailed("No solution found\n  cause: a conflict")
+        return ()
+
+    monkeypatch.setattr(resolve, "compile_pins", fake)
+    tests = [f"dep{i:02}" for i in range(40)]
+    result = await resolve.resolve(["pkg==1"], tests, PY311, resolve.Options(()))
+    assert {r for r, _ in result.dropped} == bad
+    assert result.kept == tuple(t for t in tests if t not in bad)
+    assert calls <= 25  # bisection; one run per dependency would be 42
+
+
+async def test_culprits_named_by_uv_are_tried_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    async def fake(
+        requirements: Sequence[str], target: GuestTarget, options: resolve.Options
+    ) -> tuple[resolve.Pin, ...]:
+        calls.append(list(requirements))
+        if "certifi==9" in requirements:
+            raise ResolutionFailed("No solution\n  cause: there is no version of certifi==9")
+        return ()
+
+    monkeypatch.setattr(resolve, "compile_pins", fake)
+    tests = ["pytest", "certifi==9", "trustme", "certifi-extra"]
+    result = await resolve.resolve(["pkg==1"], tests, PY311, resolve.Options(()))
+    assert result.dropped == (("certifi==9", "there is no version of certifi==9"),)
+    assert result.kept == ("pytest", "trustme", "certifi-extra")
+    assert len(calls) == 3  # all, all but the suspect, the suspect alone

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from typing import Any
 
 import trio
 from packaging.markers import InvalidMarker, Marker
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
@@ -175,25 +177,87 @@ async def compile_pins(
         return parse_pylock((folder / "pylock.toml").read_bytes(), target)
 
 
+def _cause(exc: ResolutionFailed) -> str:
+    lines = [line.strip() for line in str(exc).splitlines()] or [""]
+    cause = next((line for line in lines if line.startswith("cause: ")), lines[0])
+    return cause.removeprefix("cause: ")[:300]
+
+
+def _mentioned(requirements: Sequence[str], explanation: str) -> list[str]:
+    """The requirements whose project uv's explanation names: the likely culprits."""
+    text = explanation.lower()
+    out = []
+    for requirement in requirements:
+        try:
+            name = canonicalize_name(Requirement(requirement).name)
+        except InvalidRequirement:
+            continue
+        if re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", text):
+            out.append(requirement)
+    return out
+
+
+class _BestEffort:
+    """Adds best-effort requirements to a resolvable base, dropping those that break it."""
+
+    def __init__(
+        self, strict: Sequence[str], target: GuestTarget, options: Options, pins: tuple[Pin, ...]
+    ) -> None:
+        self.strict, self.target, self.options = list(strict), target, options
+        self.pins = pins  # always the resolution of strict + kept
+        self.kept: list[str] = []
+        self.dropped: list[tuple[str, str]] = []
+
+    async def add(self, candidates: Sequence[str]) -> None:
+        # Bisection: a group that resolves is kept whole, a failing one is split, so a
+        # few bad entries among many cost O(bad * log n) uv runs, not one run each.
+        if not candidates:
+            return
+        try:
+            self.pins = await compile_pins(
+                [*self.strict, *self.kept, *candidates], self.target, self.options
+            )
+        except ResolutionFailed as exc:
+            if len(candidates) == 1:
+                self.dropped.append((candidates[0], _cause(exc)))
+                return
+            half = len(candidates) // 2
+            await self.add(candidates[:half])
+            await self.add(candidates[half:])
+        else:
+            self.kept += candidates
+
+
 async def resolve(
     strict: Sequence[str], best_effort: Sequence[str], target: GuestTarget, options: Options
 ) -> Resolution:
     try:
         pins = await compile_pins([*strict, *best_effort], target, options)
         return Resolution(pins, tuple(best_effort), ())
-    except ResolutionFailed:
+    except ResolutionFailed as exc:
         if not best_effort:
             raise
-    pins = await compile_pins(strict, target, options)  # raises: the package itself fails
-    kept: list[str] = []
-    dropped: list[tuple[str, str]] = []
-    for requirement in best_effort:
+        suspects = _mentioned(best_effort, str(exc))
+    others = [r for r in best_effort if r not in suspects]
+    if suspects and others:
+        # First guess: uv named the culprits. One run tells whether the rest is fine.
         try:
-            pins = await compile_pins([*strict, *kept, requirement], target, options)
-        except ResolutionFailed as exc:
-            lines = [line.strip() for line in str(exc).splitlines()]
-            cause = next((line for line in lines if line.startswith("cause: ")), lines[0])
-            dropped.append((requirement, cause.removeprefix("cause: ")[:300]))
+            pins = await compile_pins([*strict, *others], target, options)
+        except ResolutionFailed:
+            pass
         else:
-            kept.append(requirement)
-    return Resolution(pins, tuple(kept), tuple(dropped))
+            search = _BestEffort(strict, target, options, pins)
+            search.kept = others
+            await search.add(suspects)
+            return _ordered(search, best_effort)
+    pins = await compile_pins(strict, target, options)  # raises: the package itself fails
+    search = _BestEffort(strict, target, options, pins)
+    await search.add(list(best_effort))
+    return _ordered(search, best_effort)
+
+
+def _ordered(search: _BestEffort, best_effort: Sequence[str]) -> Resolution:
+    kept = set(search.kept)
+    return Resolution(
+        search.pins, tuple(r for r in best_effort if r in kept), tuple(search.dropped)
+    )
