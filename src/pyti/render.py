@@ -14,6 +14,7 @@ test name cannot move the cursor, recolour or rewrite the terminal.
 from __future__ import annotations
 
 import enum
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -29,6 +30,8 @@ from rich.text import Text
 from pyti.outcomes import TEST_OUTCOMES, Outcome
 from pyti.protocol.messages import Finding, TaskFinished, TaskStarted, TestResult
 from pyti.results import RunResult, RunSummary, failure_reason
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED = 50  # failures and findings printed while running; the rest are counted
 MAX_FIELD = 300  # characters of one guest-sent string on one line
@@ -213,7 +216,7 @@ class PlainRenderer:
     def __init__(
         self, stream: TextIO, *, every: int = 50, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._stream = stream
+        self._stream: TextIO | None = stream
         self._every = every
         self._progress = _Progress(clock)
 
@@ -226,11 +229,21 @@ class PlainRenderer:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._stream.flush()
+        self._write("")
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a reader that went away (`pyti run x | head`) must not end the run."""
+        if self._stream is None:
+            return
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (BrokenPipeError, ValueError) as exc:  # ValueError: the stream was closed
+            log.debug("output stream gone, rendering stops: %s", exc)
+            self._stream = None
 
     def _line(self, text: str) -> None:
-        self._stream.write(f"[{self._progress.elapsed():6.1f}s] {text}\n")
-        self._stream.flush()
+        self._write(f"[{self._progress.elapsed():6.1f}s] {text}\n")
 
     def phase(self, phase: Phase, detail: str = "") -> None:
         if self._progress.enter(phase, detail):
@@ -262,9 +275,7 @@ class PlainRenderer:
     def finish(self, result: RunResult) -> None:
         if self._progress.unlisted:
             self._line(f"{self._progress.unlisted} more failures or findings not shown")
-        for line in final_lines(result):
-            self._stream.write(line + "\n")
-        self._stream.flush()
+        self._write("".join(line + "\n" for line in final_lines(result)))
 
 
 class LiveRenderer:

@@ -311,3 +311,18 @@ def test_show_lines_rank_quality_counts_per_rule() -> None:
     assert "  quality   passed          exit 0       0.5 s  e501 7, b006 2, f401 2" in show_lines(
         result
     )
+
+
+def test_a_closed_output_stream_does_not_end_the_run() -> None:
+    class BrokenPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    renderer = PlainRenderer(BrokenPipe(), every=1)
+    with renderer:
+        renderer.phase(Phase.BOOT)
+        renderer.message(TestResult(nodeid="t::a", outcome="failed", duration=0.0))
+        renderer.finish(_result(Outcome.TEST_FAILED))
+    closed = io.StringIO()
+    closed.close()
+    PlainRenderer(closed).finish(_result(Outcome.PASSED))
