@@ -263,6 +263,10 @@ def feed_host(messages: list[Message], *, started: bool = True) -> Connection:
         ([TaskFinished(task="test", outcome="passed", exit_code=0, duration=1.0)], True,
          "TaskFinished"),
         ([Goodbye(), Heartbeat(seq=1)], True, "after Goodbye"),
+        ([TaskStarted(task="test"), Goodbye(),
+          TestResult(nodeid="a", outcome="passed", duration=0.0)], True, "after Goodbye"),
+        ([TaskStarted(task="test"), Goodbye(),
+          Output(task="test", stream="stdout", data=b"x")], True, "after Goodbye"),
     ],
 )  # fmt: skip
 def test_out_of_order_guest_messages(messages: list[Message], started: bool, reason: str) -> None:

@@ -221,10 +221,24 @@ class TestResult(Message):
     report: str = ""
 
     def __post_init__(self) -> None:
-        _str("nodeid", self.nodeid, MAX_NODEID, empty=False)
-        _choice("outcome", self.outcome, TEST_OUTCOMES)
+        # The hottest message (one per test): one expression for the valid case; the
+        # checks below run only to convert an int duration or to name what is wrong.
+        nodeid, outcome, duration, report = self.nodeid, self.outcome, self.duration, self.report
+        if (
+            type(nodeid) is str
+            and 0 < len(nodeid) <= MAX_NODEID
+            and type(outcome) is str
+            and outcome in TEST_OUTCOMES
+            and type(duration) is float
+            and 0.0 <= duration <= MAX_DURATION  # False for NaN; inf is over the cap
+            and type(report) is str
+            and len(report) <= MAX_REPORT
+        ):
+            return
+        _str("nodeid", nodeid, MAX_NODEID, empty=False)
+        _choice("outcome", outcome, TEST_OUTCOMES)
         _duration(self, "duration")
-        _str("report", self.report, MAX_REPORT)
+        _str("report", report, MAX_REPORT)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -237,9 +251,19 @@ class Output(Message):
     data: bytes
 
     def __post_init__(self) -> None:
-        _choice("task", self.task, TASK_NAMES)
-        _choice("stream", self.stream, STREAMS)
-        _bytes("data", self.data, MAX_CHUNK)
+        task, stream, data = self.task, self.stream, self.data
+        if (
+            type(task) is str
+            and task in TASK_NAMES
+            and type(stream) is str
+            and stream in STREAMS
+            and type(data) is bytes
+            and len(data) <= MAX_CHUNK
+        ):
+            return
+        _choice("task", task, TASK_NAMES)
+        _choice("stream", stream, STREAMS)
+        _bytes("data", data, MAX_CHUNK)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
