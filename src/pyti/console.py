@@ -1,0 +1,109 @@
+"""The guest console (ttyS0) as pyti keeps it: capped, and scanned for kernel verdicts.
+
+A guest can print without end; this keeps the first `head` and the last `tail` bytes and
+counts what it dropped, so a console flood costs bounded memory and never fills a disk.
+Lines are scanned as they pass (before capping) for a kernel panic, which ends the VM at
+once without waiting for a deadline, and for the OOM killer.
+
+TODO(lead): swap `HeadTail` for `pyti.capped.CappedLog` once the codec engineer lands it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HEAD_BYTES = 64 * 1024
+TAIL_BYTES = 192 * 1024
+MAX_LINE = 4096  # a longer "line" is scanned by its first MAX_LINE bytes only
+
+PANIC_MARKERS = (b"Kernel panic - not syncing",)
+OOM_MARKERS = (b"Out of memory:", b"invoked oom-killer", b"Memory cgroup out of memory")
+
+
+class HeadTail:
+    """The first `head` and the last `tail` bytes of a stream, and how much fell between."""
+
+    def __init__(self, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> None:
+        self._head_limit = head
+        self._tail_limit = tail
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self.total += len(data)
+        room = self._head_limit - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            data = data[room:]
+        if not data:
+            return
+        self._tail += data[-self._tail_limit :]
+        if len(self._tail) > 2 * self._tail_limit:  # trim in batches: amortised O(1) per byte
+            del self._tail[: len(self._tail) - self._tail_limit]
+
+    @property
+    def dropped(self) -> int:
+        return max(0, self.total - len(self._head) - min(len(self._tail), self._tail_limit))
+
+    def getvalue(self) -> bytes:
+        tail = bytes(self._tail[-self._tail_limit :]) if self._tail else b""
+        if not self.dropped:
+            return bytes(self._head) + tail
+        marker = f"\n[... pyti dropped {self.dropped} bytes of console output ...]\n"
+        return bytes(self._head) + marker.encode() + tail
+
+
+@dataclass
+class ConsoleVerdicts:
+    """What the kernel said on the console that decides how a VM ended."""
+
+    panic_line: str | None = None
+    oom_lines: list[str] = field(default_factory=list)
+
+
+class Console:
+    """Feed it console bytes; it keeps a capped copy and the verdict lines."""
+
+    def __init__(self, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> None:
+        self.log = HeadTail(head, tail)
+        self.verdicts = ConsoleVerdicts()
+        self._line = bytearray()
+
+    def feed(self, data: bytes | bytearray) -> None:
+        self.log.feed(data)
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._append(data[start:end])
+            self._scan(bytes(self._line))
+            self._line.clear()
+            start = end + 1
+        self._append(data[start:])
+
+    def _append(self, piece: bytes | bytearray) -> None:
+        room = MAX_LINE - len(self._line)
+        if room > 0:
+            self._line += piece[:room]
+
+    def _scan(self, line: bytes) -> None:
+        if any(marker in line for marker in PANIC_MARKERS):
+            if self.verdicts.panic_line is None:
+                self.verdicts.panic_line = _text(line)
+        elif any(marker in line for marker in OOM_MARKERS) and len(self.verdicts.oom_lines) < 20:
+            self.verdicts.oom_lines.append(_text(line))
+
+    def text(self) -> str:
+        return _text(self.log.getvalue())
+
+    def tail_lines(self, count: int) -> list[str]:
+        return self.text().splitlines()[-count:]
+
+    def finish(self) -> None:
+        """The stream ended: scan a last line that had no newline."""
+        if self._line:
+            self._scan(bytes(self._line))
+            self._line.clear()
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace").replace("\r", "")
