@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -166,3 +168,56 @@ def test_unknown_package_and_offline_misses(
     assert cold.returncode == 1
     assert "offline" in cold.stderr
     assert canonicalize_name("IniConfig") in cold.stderr
+
+
+def test_a_hostile_sdist_on_the_index_is_refused(
+    tmp_path: Path, dist_dir: Path, index: tuple[str, list[str], ThreadingHTTPServer]
+) -> None:
+    url, _, _ = index
+    evil = dist_dir / "evil-1.0.tar.gz"
+    with tarfile.open(evil, "w:gz") as tar:
+        info = tarfile.TarInfo("evil-1.0/../../../../tmp/pyti-evil-marker")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"boom"))
+    try:
+        done = run_pyti(tmp_path / "cache", "fetch", "evil", "--index-url", url)
+    finally:
+        evil.unlink()
+    assert done.returncode == 1
+    assert "evil-1.0.tar.gz: member escapes the archive" in done.stderr
+    assert not Path("/tmp/pyti-evil-marker").exists()
+    assert not (tmp_path / "cache" / "setup").exists()  # no disk was written
+
+
+def test_fetch_a_local_project_directory(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    (project / "src" / "proj").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["flit_core>=3.4"]\nbuild-backend = "flit_core.buildapi"\n'
+        '[project]\nname = "proj"\nversion = "0.1"\ndescription = "x"\n'
+        'dependencies = ["iniconfig"]\n'
+        '[dependency-groups]\ntest = ["pytest"]\n'
+    )
+    (project / "src" / "proj" / "__init__.py").write_text("")
+    (project / ".venv").mkdir()
+    (project / ".venv" / "big").write_bytes(b"x" * 1000)
+    done = run_pyti(tmp_path / "cache", "fetch", str(project))
+    assert done.returncode == 0, done.stderr
+    disk = Path(done.stdout.splitlines()[0])
+    raw = subprocess.run(
+        ["unsquashfs", "-cat", str(disk), "manifest.cbor"], capture_output=True, check=True
+    ).stdout
+    manifest = SetupManifest.from_cbor(raw)
+    assert manifest.sdist == "proj-0.1.tar.gz"
+    assert manifest.wheel is None
+    assert manifest.install[0] == "proj-0.1.tar.gz"  # built in the guest from the file
+    assert any(pin.startswith("iniconfig==") for pin in manifest.install)
+    assert any(pin.startswith("flit-core==") for pin in manifest.build_requirements)
+    sdist = subprocess.run(
+        ["unsquashfs", "-cat", str(disk), "dists/proj-0.1.tar.gz"], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(sdist)) as tar:
+        assert sorted(tar.getnames()) == [
+            "proj-0.1/pyproject.toml",
+            "proj-0.1/src/proj/__init__.py",
+        ]

@@ -158,11 +158,11 @@ async def compile_pins(
                 argv += ["--extra-index-url", extra]
         if options.offline:
             argv.append("--offline")
-        env = dict(os.environ)
+        # No UV_* from the user's environment (indexes, find-links, constraints,
+        # --no-build overrides...): the resolution depends only on what pyti passes.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
         # uv's own cache under ours: --offline then means "what pyti has seen".
         env |= {"UV_CACHE_DIR": str(paths.cache_dir() / "uv"), "UV_PYTHON_DOWNLOADS": "never"}
-        env.pop("UV_INDEX_URL", None)
-        env.pop("UV_EXTRA_INDEX_URL", None)
         log.debug("resolving %s", requirements)
         done = await trio.run_process(
             argv, capture_stdout=True, capture_stderr=True, check=False, env=env

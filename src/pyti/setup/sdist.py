@@ -40,18 +40,18 @@ class Limits:
     members: int = MAX_MEMBERS
 
 
-def _safe_name(archive: Path, name: str) -> PurePosixPath:
+def _safe_name(label: str, name: str) -> PurePosixPath:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts or "\x00" in name:
-        raise HostileArchive(f"{archive.name}: member escapes the archive: {name!r}")
+        raise HostileArchive(f"{label}: member escapes the archive: {name!r}")
     return path
 
 
-def _check_link(archive: Path, member: PurePosixPath, target: str, *, hard: bool) -> None:
+def _check_link(label: str, member: PurePosixPath, target: str, *, hard: bool) -> None:
     # A hard link's target is relative to the archive root, a symlink's to its directory.
     resolved = PurePosixPath(target) if hard else member.parent / target
     if target.startswith("/") or _escapes(resolved):
-        raise HostileArchive(f"{archive.name}: link {str(member)!r} points outside: {target!r}")
+        raise HostileArchive(f"{label}: link {str(member)!r} points outside: {target!r}")
 
 
 def _escapes(path: PurePosixPath) -> bool:
@@ -87,54 +87,54 @@ def read_members(
     limits = limits or Limits()
     name = filename or archive.name
     if name.endswith((".zip", ".whl")):
-        return _read_zip(archive, want, strip_top, limits)
+        return _read_zip(archive, name, want, strip_top, limits)
     if name.endswith((".tar.gz", ".tgz", ".tar")):
-        return _read_tar(archive, want, strip_top, limits, gz=not name.endswith(".tar"))
+        return _read_tar(archive, name, want, strip_top, limits, gz=not name.endswith(".tar"))
     raise HostileArchive(f"{name}: not a .tar.gz, .zip or .whl archive")
 
 
 class _Budget:
-    def __init__(self, archive: Path, limits: Limits) -> None:
-        self.archive, self.limits = archive, limits
+    def __init__(self, label: str, limits: Limits) -> None:
+        self.label, self.limits = label, limits
         self.members = self.walked = self.read = 0
 
     def member(self, name: str, size: int) -> None:
         self.members += 1
         if self.members > self.limits.members:
-            raise HostileArchive(f"{self.archive.name}: more than {self.limits.members} members")
+            raise HostileArchive(f"{self.label}: more than {self.limits.members} members")
         self.walked += max(size, 0)
         if self.walked > self.limits.archive:
             raise HostileArchive(
-                f"{self.archive.name}: more than {self.limits.archive} bytes uncompressed"
+                f"{self.label}: more than {self.limits.archive} bytes uncompressed"
                 f" (at {name!r}); a decompression bomb?"
             )
 
     def take(self, name: str, size: int) -> None:
         if size > self.limits.member:
             raise HostileArchive(
-                f"{self.archive.name}: member {name!r} is larger than {self.limits.member} bytes"
+                f"{self.label}: member {name!r} is larger than {self.limits.member} bytes"
             )
         self.read += size
         if self.read > self.limits.read:
-            raise HostileArchive(f"{self.archive.name}: wanted members exceed {self.limits.read}")
+            raise HostileArchive(f"{self.label}: wanted members exceed {self.limits.read}")
 
 
 def _read_tar(
-    archive: Path, want: Want, strip_top: bool, limits: Limits, *, gz: bool
+    archive: Path, label: str, want: Want, strip_top: bool, limits: Limits, *, gz: bool
 ) -> dict[str, bytes]:
-    budget = _Budget(archive, limits)
+    budget = _Budget(label, limits)
     found: dict[str, bytes] = {}
     try:
         # Stream mode: one pass, no random access, so no seeking into a bomb.
         with tarfile.open(archive, "r|gz" if gz else "r|") as tar:
             for info in tar:
-                path = _safe_name(archive, info.name)
+                path = _safe_name(label, info.name)
                 budget.member(info.name, info.size)
                 if info.issym() or info.islnk():
-                    _check_link(archive, path, info.linkname, hard=info.islnk())
+                    _check_link(label, path, info.linkname, hard=info.islnk())
                     continue  # links are never followed
                 if info.ischr() or info.isblk() or info.isfifo():
-                    raise HostileArchive(f"{archive.name}: device or fifo member {info.name!r}")
+                    raise HostileArchive(f"{label}: device or fifo member {info.name!r}")
                 rel = _relative(path, strip_top)
                 if not info.isfile() or rel is None or not want(rel):
                     continue
@@ -144,23 +144,25 @@ def _read_tar(
                     continue
                 data = handle.read(limits.member + 1)
                 if len(data) > limits.member:
-                    raise HostileArchive(f"{archive.name}: member {info.name!r} is too large")
+                    raise HostileArchive(f"{label}: member {info.name!r} is too large")
                 found.setdefault(rel, data)
     except _CORRUPT as exc:
-        raise HostileArchive(f"{archive.name}: unreadable archive: {exc}") from exc
+        raise HostileArchive(f"{label}: unreadable archive: {exc}") from exc
     return found
 
 
-def _read_zip(archive: Path, want: Want, strip_top: bool, limits: Limits) -> dict[str, bytes]:
-    budget = _Budget(archive, limits)
+def _read_zip(
+    archive: Path, label: str, want: Want, strip_top: bool, limits: Limits
+) -> dict[str, bytes]:
+    budget = _Budget(label, limits)
     found: dict[str, bytes] = {}
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             if len(infos) > limits.members:
-                raise HostileArchive(f"{archive.name}: more than {limits.members} members")
+                raise HostileArchive(f"{label}: more than {limits.members} members")
             for info in infos:
-                path = _safe_name(archive, info.filename)
+                path = _safe_name(label, info.filename)
                 budget.member(info.filename, info.file_size)
                 if stat.S_ISLNK(info.external_attr >> 16):
                     continue  # a symlink stored in a zip: never followed
@@ -172,8 +174,8 @@ def _read_zip(archive: Path, want: Want, strip_top: bool, limits: Limits) -> dic
                     # The header's size may lie: bound the read itself.
                     data = handle.read(limits.member + 1)
                 if len(data) > limits.member:
-                    raise HostileArchive(f"{archive.name}: member {info.filename!r} is too large")
+                    raise HostileArchive(f"{label}: member {info.filename!r} is too large")
                 found.setdefault(rel, data)
     except _CORRUPT as exc:
-        raise HostileArchive(f"{archive.name}: unreadable archive: {exc}") from exc
+        raise HostileArchive(f"{label}: unreadable archive: {exc}") from exc
     return found
