@@ -150,6 +150,25 @@ class MachineResult:
         }
 
 
+def _ended_by_itself(
+    returncode: int | None, reason: object, signalled_by_us: bool, was_ready: bool
+) -> tuple[End, str]:
+    """QEMU exited and nobody asked it to: what its exit status and SHUTDOWN reason say."""
+    if signalled_by_us and (reason == "host-signal" or (returncode or 0) < 0):
+        return End.STOPPED, "stopped by pyti"
+    if returncode is not None and returncode < 0:
+        return End.QEMU_CRASH, f"QEMU killed by signal {-returncode}"
+    if returncode not in (None, 0):
+        return End.QEMU_CRASH, f"QEMU exited with {returncode}"
+    if reason == "guest-reset":
+        return End.GUEST_RESET, "the guest reset without a panic message"
+    if reason == "host-signal":
+        return End.QEMU_CRASH, "QEMU stopped by a signal pyti did not send"
+    if not was_ready:
+        return End.BOOT_FAILED, "the guest powered off before the agent said Hello"
+    return End.NORMAL, "the guest powered off"
+
+
 def classify(
     *,
     requested: tuple[End, str] | None,
@@ -168,23 +187,12 @@ def classify(
     reason = (shutdown or {}).get("reason")
     if reason == "guest-panic":
         return End.PANIC, "guest panicked (pvpanic)"
-    end: End
     if requested is not None and requested[0] is not End.NORMAL:
         end, detail = requested
     elif requested is not None:  # the session was complete; how it powered off is secondary
         end, detail = End.NORMAL, requested[1] or "session complete"
-    elif returncode is not None and returncode < 0 and not signalled_by_us:
-        end, detail = End.QEMU_CRASH, f"QEMU killed by signal {-returncode}"
-    elif returncode not in (None, 0):
-        end, detail = End.QEMU_CRASH, f"QEMU exited with {returncode}"
-    elif reason == "guest-reset":
-        end, detail = End.GUEST_RESET, "the guest reset without a panic message"
-    elif reason == "host-signal" and not signalled_by_us:
-        end, detail = End.QEMU_CRASH, "QEMU stopped by a signal pyti did not send"
-    elif not was_ready:
-        end, detail = End.BOOT_FAILED, "the guest powered off before the agent said Hello"
     else:
-        end, detail = End.NORMAL, "the guest powered off"
+        end, detail = _ended_by_itself(returncode, reason, signalled_by_us, was_ready)
     if verdicts.oom_lines and (end in _OOM_EXPLAINS or (requested is None and end is End.NORMAL)):
         return End.OOM, f"{verdicts.oom_lines[0]} (then: {end.value})"
     return end, detail
