@@ -39,17 +39,9 @@ class BootResult:
 
 
 def make_scratch_disk(path: Path, size_mb: int = SCRATCH_MB) -> None:
-    """A sparse ext4 file; root_owner gives the root dir to root (the guest's /init owns it)."""
-    mkfs = which("mkfs.ext4")
-    if mkfs is None:
-        raise MissingTool("mkfs.ext4", install_line(["e2fsprogs"]))
+    """A sparse file: the guest's /init makes it swap (docs/images.md), so no mkfs here."""
     with path.open("wb") as f:
         f.truncate(size_mb << 20)
-    subprocess.run(
-        [mkfs, "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1", str(path)],
-        check=True,
-        capture_output=True,
-    )
 
 
 async def _connect(path: Path, deadline: float) -> trio.SocketStream:
@@ -76,8 +68,13 @@ async def boot_to_hello(
     setup_disk: Path | None = None,
     memory_mb: int = 512,
     timeout: float = 60.0,
+    trace: bool = False,
 ) -> BootResult:
-    """Boot `image`, read Hello, send an empty Start, and wait for Goodbye and power-off."""
+    """Boot `image`, read Hello, send an empty Start, and wait for Goodbye and power-off.
+
+    `trace` adds pyti.trace to the kernel command line: /init and the agent then write
+    their guest uptime at each step to the console (see BootResult.console).
+    """
     qemu = which("qemu-system-x86_64")
     if qemu is None:
         raise MissingTool("qemu-system-x86_64", install_line(["qemu-system-x86"]))
@@ -91,7 +88,7 @@ async def boot_to_hello(
             cpus=1,
             kernel=image.kernel,
             initrd=image.initrd,
-            cmdline=image.cmdline,
+            cmdline=image.cmdline + (" pyti.trace" if trace else ""),
             root_disk=image.root,
             setup_disk=setup_disk,
             scratch_disk=scratch,

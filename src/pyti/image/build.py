@@ -174,10 +174,11 @@ def _fetch_kernel(suite: Suite, sources: Sources, out: Path, log_path: Path) -> 
         copied = modules.copy_modules(
             index, order, modules.modules_dir(unpacked, kernel_version), out / "modules"
         )
-        busybox = unpacked / "bin" / "busybox"
-        if not busybox.is_file():
-            raise ImageBuildFailed("busybox-static has no /bin/busybox", log=log_path)
-        shutil.copyfile(busybox, out / "busybox")
+        # trixie's merged /usr puts it in usr/bin
+        found = [p for p in (unpacked / "bin", unpacked / "usr/bin") if (p / "busybox").is_file()]
+        if not found:
+            raise ImageBuildFailed("busybox-static has no busybox binary", log=log_path)
+        shutil.copyfile(found[0] / "busybox", out / "busybox")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -205,6 +206,8 @@ def _build_image(
             modules_dir=base / "modules",
             load_order=info["modules"],
             image_info={"image_id": image_id, "suite": suite.name, "agent_version": version},
+            root_sqfs=base / ROOT,
+            python_version=info["python_version"],
         )
         initramfs.write_initramfs(tmp / INITRD, items)
         manifest: dict[str, Any] = {

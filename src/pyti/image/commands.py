@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 _PACKAGE_OF = {command: package for package, command in HOST_PACKAGES.items()}
 # Programs the image build calls that hostdeps lists under another command name.
-_PACKAGE_OF.update({"dpkg-deb": "dpkg", "apt-get": "apt", "chroot": "coreutils"})
+_PACKAGE_OF.update(
+    {"dpkg-deb": "dpkg", "apt-get": "apt", "apt-cache": "apt", "unsquashfs": "squashfs-tools"}
+)
 
 
 def require(command: str) -> str:

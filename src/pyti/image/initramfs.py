@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pyti.image import cpio
+from pyti.image import cpio, pycompile
 from pyti.image.sources import Sources
 
 _DIRS = ("bin", "dev", "proc", "sys", "lib", "lib/modules", "mnt", "opt", "opt/pyti", "tmp")
@@ -22,6 +22,8 @@ def entries(
     modules_dir: Path,
     load_order: list[str],
     image_info: dict[str, str],
+    root_sqfs: Path,
+    python_version: str,
 ) -> list[cpio.Entry]:
     out = [cpio.directory(name) for name in _DIRS]
     # the kernel opens /dev/console for /init's stdio before devtmpfs is mounted
@@ -31,28 +33,32 @@ def entries(
     for name in load_order:
         out.append(cpio.file(f"lib/modules/{name}", (modules_dir / name).read_bytes()))
     out.append(cpio.file("lib/modules/load.order", "".join(f"{n}\n" for n in load_order).encode()))
-    out.append(cpio.file("opt/pyti/start", (sources.images / "start").read_bytes(), 0o755))
     info = json.dumps(image_info, sort_keys=True).encode()
     out.append(cpio.file("opt/pyti/image.json", info))
-    out.extend(_tree(sources.agent, "opt/pyti/pyti_agent", sources))
-    out.append(cpio.directory("opt/pyti/pyti"))
-    out.append(cpio.file("opt/pyti/pyti/__init__.py", b""))
-    out.extend(_tree(sources.protocol, "opt/pyti/pyti/protocol", sources))
+    python: dict[str, bytes] = {"opt/pyti/pyti/__init__.py": b""}
+    python.update(_tree(sources.agent, "opt/pyti/pyti_agent", sources))
+    python.update(_tree(sources.protocol, "opt/pyti/pyti/protocol", sources))
+    _, compiled = pycompile.compile_files(
+        root_sqfs, python_version, {f"/{path}": data for path, data in python.items()}
+    )
+    python.update({path.lstrip("/"): data for path, data in compiled.items()})
+    made = set(_DIRS)
+    for path, data in sorted(python.items()):
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            directory = "/".join(parts[:depth])
+            if directory not in made:
+                made.add(directory)
+                out.append(cpio.directory(directory))
+        out.append(cpio.file(path, data))
     return out
 
 
-def _tree(directory: Path, prefix: str, sources: Sources) -> list[cpio.Entry]:
-    out = [cpio.directory(prefix)]
-    made = {prefix}
-    for path in sources.python_files(directory):
-        relative = path.relative_to(directory)
-        for parent in reversed(relative.parents[:-1]):
-            name = f"{prefix}/{parent}"
-            if name not in made:
-                made.add(name)
-                out.append(cpio.directory(name))
-        out.append(cpio.file(f"{prefix}/{relative}", path.read_bytes()))
-    return out
+def _tree(directory: Path, prefix: str, sources: Sources) -> dict[str, bytes]:
+    return {
+        f"{prefix}/{path.relative_to(directory)}": path.read_bytes()
+        for path in sources.python_files(directory)
+    }
 
 
 def write_initramfs(path: Path, items: list[cpio.Entry]) -> int:

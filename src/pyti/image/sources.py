@@ -19,7 +19,7 @@ _PROTOCOL_DIR = _IMAGE_MODULE_DIR.parent / "protocol"
 
 # Changing how the base is built changes the base, so these scripts are part of its key.
 _BASE_SCRIPTS = ("rootfs.py", "debs.py", "kernel.py", "modules.py")
-_IMAGE_SCRIPTS = ("initramfs.py", "cpio.py")
+_IMAGE_SCRIPTS = ("initramfs.py", "cpio.py", "pycompile.py")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Sources:
         return inputs
 
     def image_inputs(self) -> list[tuple[str, bytes]]:
-        inputs = [(name, (self.images / name).read_bytes()) for name in ("init", "start")]
+        inputs = [(name, (self.images / name).read_bytes()) for name in ("init",)]
         inputs.extend((name, (_IMAGE_MODULE_DIR / name).read_bytes()) for name in _IMAGE_SCRIPTS)
         for directory, prefix in ((self.agent, "pyti_agent"), (self.protocol, "pyti/protocol")):
             for path in self.python_files(directory):
