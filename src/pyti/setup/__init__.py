@@ -17,8 +17,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pyti import paths
-from pyti.errors import ResolutionFailed, UsageError
-from pyti.protocol.manifest import SetupManifest
+from pyti.errors import MalformedMetadata, ResolutionFailed, UsageError
+from pyti.protocol.manifest import ManifestError, SetupManifest
 from pyti.setup import download, index, local_project, resolve
 from pyti.setup.choose import choose
 from pyti.setup.image import build_disk
@@ -251,20 +251,25 @@ async def _assemble(
     # Without a wheel the package is installed from its sdist's file name: a local
     # project's version may be a placeholder the build would not reproduce.
     first = pin if package.wheel or package.sdist is None else package.sdist[0]
-    manifest = SetupManifest(
-        spec=spec_text,
-        package_name=package.name,
-        package_version=package.version,
-        sdist=package.sdist[0] if package.sdist else None,
-        wheel=package.wheel[0] if package.wheel else None,
-        install=(first, *others),
-        build_requirements=tuple(sorted({p.requirement for p in build_pins})),
-        files=files,
-        runner=config.runner,
-        runner_args=tuple(runner_args) if runner_args is not None else config.runner_args,
-        test_requirements=tuple(sorted(kept & {p.name for p in resolution.pins})),
-        tasks=tuple(tasks),
-    )
+    try:
+        manifest = SetupManifest(
+            spec=spec_text,
+            package_name=package.name,
+            package_version=package.version,
+            sdist=package.sdist[0] if package.sdist else None,
+            wheel=package.wheel[0] if package.wheel else None,
+            install=(first, *others),
+            build_requirements=tuple(sorted({p.requirement for p in build_pins})),
+            files=files,
+            runner=config.runner,
+            runner_args=tuple(runner_args) if runner_args is not None else config.runner_args,
+            test_requirements=tuple(sorted(kept & {p.name for p in resolution.pins})),
+            tasks=tuple(tasks),
+        )
+    except ManifestError as exc:
+        # Names and strings come from the index and the sdist: odd ones stop here,
+        # before anything is staged under them.
+        raise MalformedMetadata(f"cannot describe the setup disk: {exc}") from None
     path, digest = await build_disk(manifest, sources)
     resolved = {p.name: p.version for p in resolution.pins} | {package.name: package.version}
     return SetupDisk(path, manifest, digest, tuple(findings), resolved)
