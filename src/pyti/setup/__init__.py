@@ -146,7 +146,9 @@ async def prepare(
 ) -> SetupDisk:
     """Resolve, download and write the setup disk for `spec` (cached by content)."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
-    options = resolve.Options(tuple(index_urls) or (DEFAULT_INDEX,), offline=offline)
+    options = resolve.Options(
+        tuple(u for u in index_urls if u) or (DEFAULT_INDEX,), offline=offline
+    )
     for extra in with_requirements:
         try:
             Requirement(extra)  # a typo fails here, before any download
