@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -51,6 +52,85 @@ def _root(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+
+@app.command(context_settings={"allow_interspersed_args": True})
+def run(
+    spec: Annotated[
+        str, typer.Argument(help="A requirement (attrs==23.2.0), sdist/wheel path or URL, or .")
+    ],
+    test_args: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[-- TEST-ARGS...]", help="Passed to the test runner."),
+    ] = None,
+    *,
+    python: Annotated[
+        str | None, typer.Option(help="The guest's Python: 3.11 (bookworm) or 3.13 (trixie).")
+    ] = None,
+    image_name: Annotated[
+        str | None, typer.Option("--image", help="A built image by name (pyti image list).")
+    ] = None,
+    with_: Annotated[
+        list[str] | None, typer.Option("--with", help="Another requirement for the tests.")
+    ] = None,
+    accel: Annotated[str | None, typer.Option(help="auto, kvm or tcg.")] = None,
+    memory: Annotated[int | None, typer.Option(help="Guest memory in MiB.")] = None,
+    cpus: Annotated[int | None, typer.Option(help="Guest CPUs.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Total time limit in seconds.")] = None,
+    offline: Annotated[bool, typer.Option(help="Use cached downloads only.")] = False,
+    index_url: Annotated[str | None, typer.Option(help="A PEP 503/691 index.")] = None,
+    extra_index_url: Annotated[
+        list[str] | None, typer.Option(help="Another index (repeatable).")
+    ] = None,
+    quality: Annotated[
+        bool, typer.Option("--quality", help="Also report ruff statistics (never fails the run).")
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON here.")
+    ] = None,
+    junit_path: Annotated[
+        Path | None, typer.Option("--junit-xml", help="Write a JUnit XML report here.")
+    ] = None,
+) -> None:
+    """Test SPEC inside a throwaway, network-less VM and report per-test results."""
+    from pyti.config import load_settings
+    from pyti.recorder import RunRecorder
+    from pyti.render import make_renderer
+    from pyti.report import write_reports
+    from pyti.results import RunInfo
+    from pyti.run import RunRequest, run_sync
+    from pyti.store import Store
+
+    project_dir = Path(spec) if spec in {".", ".."} or Path(spec).is_dir() else None
+    settings = load_settings(
+        {
+            "python": python,
+            "accel": accel,
+            "memory_mb": memory,
+            "cpus": cpus,
+            "total_timeout": timeout,
+            "offline": offline or None,
+            "index_url": index_url,
+            "extra_index_urls": extra_index_url,
+        },
+        project_dir=project_dir,
+    )
+    request = RunRequest(
+        spec=spec,
+        settings=settings,
+        test_args=tuple(test_args or ()),
+        with_requirements=tuple(with_ or ()),
+        image_name=image_name,
+        quality=quality,
+    )
+    console = Console(highlight=False, soft_wrap=True)
+    with Store() as store, make_renderer(console, sys.stdout) as renderer:
+        recorder = RunRecorder(
+            store, renderer, RunInfo(spec=spec, python=settings.python), requested=request.tasks
+        )
+        result = run_sync(request, recorder)
+    write_reports(result, json_path=json_path, junit_path=junit_path)
+    raise typer.Exit(result.exit_code or 0)
 
 
 @app.command()

@@ -1,0 +1,251 @@
+"""`pyti run`: one package, one throwaway VM, one stored result.
+
+The phases, in order: the guest image (built on first use), the accelerator, the setup
+disk (resolved and downloaded on the host without running package code), the boot,
+then the guest's tasks whose frames are stored and shown as they arrive. However the
+run ends, exactly one outcome is stored (`pyti.outcomes`), and the VM is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from pyti import __version__, accel, image, paths
+from pyti.channel import ChannelLimits, EndKind, GuestChannel
+from pyti.config import Settings
+from pyti.deadlines import Deadlines, deadline_factor
+from pyti.errors import MissingImage, UsageError
+from pyti.machine import End, Machine, MachineConfig, MachineResult, open_machine
+from pyti.outcomes import VmEnd
+from pyti.protocol import Hello, Output, Start
+from pyti.recorder import RunRecorder
+from pyti.render import Phase
+from pyti.results import RunResult
+from pyti.setup import GuestTarget, SetupDisk, prepare
+
+log = logging.getLogger(__name__)
+
+PYTHON_SUITES = {python: suite for suite, python in image.SUITES.items()}
+DISK_FULL_MARKERS = (b"No space left on device", b"Disk quota exceeded")
+
+# How each machine end maps onto the run's VM end; NORMAL and STOPPED defer to the channel.
+_MACHINE_ENDS = {
+    End.PANIC: VmEnd.PANIC,
+    End.OOM: VmEnd.OOM,
+    End.GUEST_RESET: VmEnd.EOF,
+    End.BOOT_FAILED: VmEnd.EOF,
+    End.BOOT_TIMEOUT: VmEnd.BOOT_TIMEOUT,
+    End.SILENCE: VmEnd.SILENCE,
+    End.NO_PROGRESS: VmEnd.NO_PROGRESS,
+    End.RUN_TIMEOUT: VmEnd.TOTAL_TIMEOUT,
+    End.QEMU_CRASH: VmEnd.QEMU_CRASH,
+    End.CANCELLED: VmEnd.CANCELLED,
+}
+
+# A channel that ended badly asks the machine to stop with this end.
+_CHANNEL_STOPS = {
+    EndKind.SILENCE: End.SILENCE,
+    EndKind.NO_PROGRESS: End.NO_PROGRESS,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest:
+    spec: str
+    settings: Settings
+    test_args: tuple[str, ...] = ()
+    with_requirements: tuple[str, ...] = ()
+    image_name: str | None = None
+    quality: bool = False
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return ("install", "test", "quality") if self.quality else ("install", "test")
+
+
+def suite_for(python: str) -> str:
+    try:
+        return PYTHON_SUITES[python]
+    except KeyError:
+        known = ", ".join(sorted(PYTHON_SUITES))
+        raise UsageError(f"no guest image has Python {python}; choose one of {known}") from None
+
+
+def pick_image(request: RunRequest, recorder: RunRecorder) -> image.Image:
+    """The named image, or the suite's image for --python (built on first use)."""
+    if request.image_name is not None:
+        from pyti.image import cache
+
+        found = cache.load(cache.images_dir() / request.image_name)
+        if found is None:
+            raise MissingImage(
+                f"no usable image named {request.image_name!r}; see `pyti image list`"
+            )
+        return found
+    suite = suite_for(request.settings.python)
+    return image.ensure_image(suite, lambda line: recorder.phase(Phase.IMAGE, line))
+
+
+def vm_end(machine: MachineResult, channel_end: EndKind | None) -> VmEnd:
+    """One VM end from what the machine and the channel each saw; the machine's cause wins."""
+    mapped = _MACHINE_ENDS.get(machine.end)
+    if mapped is not None:
+        return mapped
+    if channel_end is None:
+        return VmEnd.EOF
+    return VmEnd.from_channel(str(channel_end))
+
+
+class _Session:
+    """The conversation with one guest: Hello, Start, then frames until the channel ends."""
+
+    def __init__(self, request: RunRequest, recorder: RunRecorder, disk: SetupDisk) -> None:
+        self.request = request
+        self.recorder = recorder
+        self.disk = disk
+        self.disk_full_seen = False
+
+    async def converse(
+        self, channel: GuestChannel, machine: Machine, start_tasks: Sequence[str]
+    ) -> None:
+        async for message in channel:
+            if isinstance(message, Hello):
+                machine.mark_ready()
+                self.recorder.phase(Phase.BOOT, f"agent {message.agent_version} ready")
+                start = Start(
+                    run_id=str(self.recorder.run_id),
+                    tasks=tuple(start_tasks),
+                    test_args=self.request.test_args,
+                )
+                if await channel.send(start):
+                    machine.mark_running()
+                continue
+            self.recorder.message(message)
+            if isinstance(message, Output) and self._disk_full(message.data):
+                self.disk_full_seen = True
+                self.recorder.host_finding(
+                    "disk-full", "the guest ran out of scratch space", message.task
+                )
+
+    def _disk_full(self, data: bytes) -> bool:
+        return not self.disk_full_seen and any(marker in data for marker in DISK_FULL_MARKERS)
+
+
+async def execute(request: RunRequest, recorder: RunRecorder) -> RunResult:
+    """Run everything after the recorder exists; every way out ends the recorder once."""
+    settings = request.settings
+    recorder.phase(Phase.IMAGE)
+    guest_image = await trio.to_thread.run_sync(pick_image, request, recorder)
+    choice = await trio.to_thread.run_sync(
+        lambda: accel.choose(settings.accel, kernel=guest_image.kernel, initrd=guest_image.initrd)
+    )
+    recorder.update_info(
+        image_id=guest_image.image_id,
+        python=guest_image.python_version,
+        accelerator=choice.accel,
+        pyti_version=__version__,
+    )
+    recorder.phase(Phase.IMAGE, f"{guest_image.name} ({choice})")
+
+    recorder.phase(Phase.RESOLVE)
+    major_minor = ".".join(guest_image.python_version.split(".")[:2])
+    target = GuestTarget(python_version=major_minor, platform_tag=guest_image.platform_tag)
+    disk = await prepare(
+        request.spec,
+        target=target,
+        with_requirements=request.with_requirements,
+        index_urls=(settings.index_url, *settings.extra_index_urls),
+        offline=settings.offline,
+        runner_args=request.test_args or None,
+        tasks=request.tasks,
+    )
+    recorder.update_info(
+        package_name=disk.manifest.package_name,
+        package_version=disk.manifest.package_version,
+        setup_digest=disk.digest,
+        resolved=dict(disk.resolved),
+        inputs={
+            "image": guest_image.image_id,
+            "setup-disk": disk.digest,
+            "pyti": __version__,
+        },
+    )
+    for finding in disk.findings:
+        recorder.host_finding(finding.kind, finding.detail)
+
+    recorder.phase(Phase.BOOT, choice.accel)
+    factor = deadline_factor(choice.accel)
+    deadlines = Deadlines(total=settings.total_timeout, no_progress=settings.no_progress_timeout)
+    log_path = paths.data_dir() / "logs" / f"run-{recorder.run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    config = MachineConfig.from_image(
+        guest_image,
+        setup_disk=disk.path,
+        accel=choice.accel,
+        memory_mb=settings.memory_mb,
+        cpus=settings.cpus,
+        scratch_mb=settings.scratch_mb,
+        deadlines=deadlines,
+        log_path=log_path,
+        name=f"run{recorder.run_id}",
+    )
+    limits = ChannelLimits(
+        silence_timeout=deadlines.silence,
+        no_progress_timeout=deadlines.no_progress,
+        accel_factor=factor,
+    )
+    session = _Session(request, recorder, disk)
+    channel_end: EndKind | None = None
+    async with open_machine(config) as machine:
+        channel = GuestChannel(machine.port, limits, name=config.name)
+        with trio.move_on_after(deadlines.total * factor) as total_scope:
+            await session.converse(channel, machine, disk.manifest.tasks)
+        if total_scope.cancelled_caught:
+            machine.request_stop(End.RUN_TIMEOUT, "the run's total time limit")
+        elif channel.end is not None:
+            channel_end = channel.end.kind
+            if channel_end in _CHANNEL_STOPS:
+                machine.request_stop(_CHANNEL_STOPS[channel_end], channel.end.detail)
+            elif not channel.end.clean:
+                machine.request_stop(End.STOPPED, channel.end.detail)
+        await channel.aclose()
+    result = machine.result
+    assert result is not None
+    if result.oom_lines:
+        recorder.host_finding("oom", result.oom_lines[0])
+    end = vm_end(result, channel_end)
+    detail = "" if end is VmEnd.NORMAL else _detail(result, channel)
+    return recorder.finish(end, error=detail, console=result.console)
+
+
+def _detail(result: MachineResult, channel: GuestChannel) -> str:
+    parts = [result.summary()]
+    if channel.end is not None and not channel.end.clean:
+        parts.append(f"channel: {channel.end.kind}: {channel.end.detail}")
+    if result.log_path is not None:
+        parts.append(f"log: {result.log_path}")
+    return "; ".join(parts)
+
+
+def run_sync(request: RunRequest, recorder: RunRecorder) -> RunResult:
+    """Run in a fresh trio loop; PytiErrors end the recorder as a failed run and re-raise."""
+
+    async def main() -> RunResult:
+        try:
+            return await execute(request, recorder)
+        except Exception as error:  # a bug still ends the stored run, as `error`
+            recorder.fail(error)
+            raise
+
+    try:
+        return trio.run(main)
+    except KeyboardInterrupt:
+        recorder.interrupt()
+        raise
+
+
+__all__ = ["RunRequest", "execute", "run_sync", "suite_for", "vm_end"]
