@@ -17,6 +17,7 @@ from typer._click.exceptions import ClickException
 
 from pyti import __version__
 from pyti.errors import EXIT_INTERRUPTED, PytiError
+from pyti.image.cli import register as register_image_commands
 
 app = typer.Typer(
     name="pyti",
@@ -29,6 +30,7 @@ image_app = typer.Typer(help="Build and manage guest images.", no_args_is_help=T
 cache_app = typer.Typer(help="Inspect and clear pyti's caches.", no_args_is_help=True)
 app.add_typer(image_app, name="image")
 app.add_typer(cache_app, name="cache")
+register_image_commands(image_app)
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}

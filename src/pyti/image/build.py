@@ -83,7 +83,11 @@ def ensure_image(suite_name: str, progress: Progress | None = None) -> Image:
         if found is not None:
             return found
         base = _ensure_base(suite, sources, base_key, say)
-        return _build_image(suite, sources, base, image_id, final, say=say)
+        image = _build_image(suite, sources, base, image_id, final, say=say)
+        from pyti.image.manage import prune
+
+        prune(suite.name, image.name)
+        return image
 
 
 def _log_path(name: str) -> Path:
