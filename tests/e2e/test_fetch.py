@@ -221,3 +221,17 @@ def test_fetch_a_local_project_directory(tmp_path: Path) -> None:
             "proj-0.1/pyproject.toml",
             "proj-0.1/src/proj/__init__.py",
         ]
+
+
+def test_fetch_a_local_wheel_resolves_what_it_requires(
+    tmp_path: Path, dist_dir: Path, index: tuple[str, list[str], ThreadingHTTPServer]
+) -> None:
+    url, _, _ = index
+    wheel = tmp_path / "pytest-9.2.0-py3-none-any.whl"
+    wheel.write_bytes((dist_dir / wheel.name).read_bytes())
+    done = run_pyti(tmp_path / "cache", "fetch", str(wheel), "--index-url", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == [
+        "pytest 9.2.0: 5 dists (wheel, no sdist), 0 test requirements, 0 dropped",
+        "finding: no-sdist: only a wheel: the tests are those the wheel ships, if any",
+    ]

@@ -16,7 +16,6 @@ import httpx
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from pyti import paths
 from pyti.errors import MalformedMetadata, ResolutionFailed, UsageError
 from pyti.protocol.manifest import ManifestError, SetupManifest
 from pyti.setup import download, index, local_project, resolve
@@ -24,10 +23,12 @@ from pyti.setup.choose import choose
 from pyti.setup.image import build_disk
 from pyti.setup.metadata import (
     CoreMetadata,
+    applies,
     build_requires,
     load_toml,
     parse_core_metadata,
     static_dependencies,
+    without_marker,
 )
 from pyti.setup.model import DEFAULT_INDEX, GuestTarget, HostFinding, SetupDisk, target_for_python
 from pyti.setup.sdist import read_members
@@ -63,6 +64,7 @@ class _Package:
     sdist: tuple[str, str, Path] | None = None  # (filename, sha256, cached path)
     wheel: tuple[str, str, Path] | None = None
     findings: list[HostFinding] = field(default_factory=list)
+    from_index: bool = False  # whether the index can serve the package's pin
 
 
 async def _from_index(
@@ -83,7 +85,7 @@ async def _from_index(
         if f is not None
     ]
     got = await download.fetch_all(wanted, offline=options.offline, client=client)
-    package = _Package(spec.name, str(chosen.version))
+    package = _Package(spec.name, str(chosen.version), from_index=True)
     if chosen.sdist:
         path = got[chosen.sdist.filename]
         package.sdist = (chosen.sdist.filename, path.name, path)
@@ -113,13 +115,7 @@ async def _from_file(spec: LocalFileSpec | UrlSpec, client: httpx.AsyncClient | 
 
 def _from_directory(spec: ProjectDirSpec) -> _Package:
     packed = local_project.pack(spec.path)
-    tmp = paths.cache_dir() / f".pack-{packed.filename}"
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.write_bytes(packed.data)
-        sha256, path = download.add_file(tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    sha256, path = download.add_bytes(packed.data)
     log.info("packed %d tracked files of %s", packed.files, spec.path)
     return _Package(packed.name, packed.version, sdist=(packed.filename, sha256, path))
 
@@ -207,8 +203,13 @@ async def _assemble(
     findings += config.findings
     pin = f"{package.name}=={package.version}"
     strict = [*with_requirements]
-    if package.wheel:
+    if package.wheel and package.from_index:
         strict.insert(0, pin)
+    elif package.wheel and metadata is not None:
+        # A wheel from a path or URL is not on the index: resolve what it requires.
+        strict += [
+            without_marker(r) for r in metadata.requires_dist if applies(r, target, extra="")
+        ]
     else:
         deps = static_dependencies(pkg_info, pyproject, target)
         if deps is None:

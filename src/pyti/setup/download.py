@@ -64,6 +64,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def add_bytes(data: bytes) -> tuple[str, Path]:
+    """Put bytes made on the host (a packed local project) into the cache."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    target = cache_path(sha256)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return sha256, target
+
+
 def add_file(path: Path) -> tuple[str, Path]:
     """Copy a local file into the cache: (sha256, cached path)."""
     sha256 = sha256_file(path)
