@@ -202,3 +202,41 @@ def test_truncate_text_keeps_head_and_tail_within_the_limit(text_: str, limit: i
     assert text_.startswith(head)
     assert text_.endswith(tail)
     assert len(head) + int(match.group(1)) + len(tail) == len(text_)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s: m.TestResult(nodeid=s, outcome="passed", duration=0.0),
+        lambda s: m.TestResult(nodeid="a", outcome="passed", duration=0.0, report=s),
+        lambda s: m.Start(run_id="r", tasks=(), test_args=(s,)),
+        lambda s: m.Finding(kind="network", detail=s),
+        lambda s: m.Metadata(name=s, version="1", metadata=b""),
+    ],
+)
+def test_lone_surrogates_are_refused_at_construction(build: object) -> None:
+    assert callable(build)
+    with pytest.raises(m.InvalidMessage, match="surrogates"):
+        build("t\udcff.py::test")
+
+
+# st.text never yields lone surrogates; build strings that have them on purpose.
+with_surrogates = st.lists(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=30).map(
+    "".join
+)
+
+
+@given(with_surrogates)
+def test_clean_text_makes_any_string_sendable(raw: str) -> None:
+    cleaned = m.clean_text(raw)
+    cleaned.encode("utf-8")
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in raw):
+        assert cleaned == raw
+    result = m.TestResult(nodeid="n" + cleaned, outcome="passed", duration=0.0, report=cleaned)
+    assert decode_body(encode(result)[4:]) == result
+
+
+def test_non_ascii_text_is_fine() -> None:
+    result = m.TestResult(nodeid="tëst.py::test_ü[日本]", outcome="failed", duration=1.0,
+                          report="assert 'é' == 'e'")  # fmt: skip
+    assert decode_body(encode(result)[4:]) == result

@@ -37,6 +37,7 @@ from .messages import (
     TaskStarted,
     TestResult,
     UnknownMessage,
+    clean_text,
     truncate_text,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "TestResult",
     "UnknownMessage",
     "check_cbor",
+    "clean_text",
     "decode_body",
     "encode",
     "truncate_text",

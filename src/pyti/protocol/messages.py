@@ -69,6 +69,14 @@ def truncate_text(text: str, limit: int) -> str:
     return text[:head] + note + (text[len(text) - tail :] if tail else "")
 
 
+def clean_text(text: str) -> str:
+    """`text` made encodable as UTF-8: lone surrogates (from surrogateescape'd file names
+    or JSON) become visible escapes such as "\\udcff". Messages refuse them otherwise."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _str(name: str, value: object, limit: int, *, empty: bool = True) -> None:
     if type(value) is not str:
         raise InvalidMessage(f"{name} must be a string, not {type(value).__name__}")
@@ -76,6 +84,13 @@ def _str(name: str, value: object, limit: int, *, empty: bool = True) -> None:
         raise InvalidMessage(f"{name} is longer than {limit} characters")
     if not empty and not value:
         raise InvalidMessage(f"{name} must not be empty")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidMessage(
+                f"{name} has lone surrogates; pass it through clean_text"
+            ) from None
 
 
 def _choice(name: str, value: object, choices: frozenset[str]) -> None:
@@ -233,6 +248,8 @@ class TestResult(Message):
             and 0.0 <= duration <= MAX_DURATION  # False for NaN; inf is over the cap
             and type(report) is str
             and len(report) <= MAX_REPORT
+            and nodeid.isascii()  # otherwise the UTF-8 check below
+            and report.isascii()
         ):
             return
         _str("nodeid", nodeid, MAX_NODEID, empty=False)
