@@ -48,6 +48,7 @@ from pyti.protocol import (
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+READ_GRACE = 0.5  # seconds a read may always wait, even past a timer's deadline
 
 
 class EndKind(enum.StrEnum):
@@ -249,7 +250,10 @@ class GuestChannel:
         silence_at = self._last_frame + limits.silence
         stuck_at = self._last_progress + limits.no_progress
         data: bytes | bytearray | None = None
-        with trio.move_on_at(min(silence_at, stuck_at)):
+        # A deadline already past (the caller was slow between receives) would cancel the
+        # read before it sees bytes that are waiting: give every read a short chance.
+        deadline = max(min(silence_at, stuck_at), trio.current_time() + READ_GRACE)
+        with trio.move_on_at(deadline):
             try:
                 data = await self._stream.receive_some(READ_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

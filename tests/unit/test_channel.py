@@ -319,3 +319,17 @@ def test_limits_refuse_nonsense() -> None:
         ChannelLimits(burst=0)
     assert ChannelLimits(accel_factor=2.0).silence == 120.0
     assert ChannelLimits(accel_factor=2.0).no_progress == 600.0
+
+
+async def test_a_slow_consumer_is_not_mistaken_for_a_silent_guest(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    guest_stream, host_stream = trio.testing.memory_stream_pair()
+    channel = GuestChannel(host_stream)
+    guest = FakeGuest(guest_stream)
+    await guest.send(HELLO)
+    assert await channel.receive() == HELLO
+    await guest.send(Heartbeat(seq=1))  # waits in the stream, not yet read
+    await trio.sleep(120)  # the host was busy, past the silence deadline
+    assert await channel.receive() == Heartbeat(seq=1)
+    assert channel.end is None
