@@ -55,11 +55,12 @@ async def _connect(path: Path, deadline: float) -> trio.SocketStream:
 
 
 async def _drain_console(stream: trio.SocketStream, sink: bytearray) -> None:
-    try:
-        while data := await stream.receive_some(65536):
-            sink += data[: max(0, CONSOLE_CAP - len(sink))]
-    except trio.BrokenResourceError:
-        pass
+    async with stream:
+        try:
+            while data := await stream.receive_some(65536):
+                sink += data[: max(0, CONSOLE_CAP - len(sink))]
+        except trio.BrokenResourceError:
+            pass
 
 
 async def boot_to_hello(
