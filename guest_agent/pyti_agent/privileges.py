@@ -25,6 +25,7 @@ PYTI_UID = 1000
 PYTI_GID = 1000
 CHUNK = 64 << 10
 COALESCE = 0.1
+POLL = 0.02
 # What a killed group gets between SIGTERM and SIGKILL.
 KILL_GRACE = 2.0
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -87,20 +88,18 @@ def chown_tree(path: Path, user: User) -> None:
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, then SIGKILL whatever is left of it."""
+    """SIGTERM the process group, then SIGKILL it; returns once the leader has exited.
+
+    The leader is left unreaped (the caller reaps it), so the group id stays ours.
+    """
     for sig, grace in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; children in the group may not be.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        return
+            os.killpg(proc.pid, sig)
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            if _exited(proc.pid):
+                return
+            time.sleep(POLL)
 
 
 def _pump(stream_name: str, pipe: IO[bytes], on_output: OnOutput) -> None:
@@ -132,6 +131,15 @@ def _pump(stream_name: str, pipe: IO[bytes], on_output: OnOutput) -> None:
         on_output(stream_name, data)
         if eof:
             return
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it (WNOWAIT)."""
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
 
 
 def run(
@@ -171,12 +179,7 @@ def run(
         pump.start()
     timed_out = was_cancelled = False
     deadline = None if timeout is None else start + timeout
-    while True:
-        try:
-            proc.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            pass
+    while not _exited(proc.pid):
         if cancelled.is_set():
             was_cancelled = True
         elif deadline is not None and time.monotonic() > deadline:
@@ -184,8 +187,10 @@ def run(
         if was_cancelled or timed_out:
             kill_group(proc)
             break
-    # Grandchildren may still hold the pipes open: kill the group before waiting
-    # for EOF so a daemonised leftover cannot hang the agent.
+        time.sleep(POLL)
+    # The leader has exited but is not reaped yet, so its pid (= the group id) cannot
+    # have been reused: kill what is left of the group, daemonised leftovers that
+    # would otherwise hold the pipes open and hang the agent.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     for pump in pumps:

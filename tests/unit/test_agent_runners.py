@@ -57,6 +57,8 @@ def run_module(
             audit.ENV_FD: str(write_fd),
             audit.ENV_PIPE_ID: audit.pipe_id(write_fd),
             audit.ENV_SETUP_DIR: str(tmp_path / "setup"),
+            # The host venv's plugins (trio, hypothesis) only slow these runs down.
+            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
         },
     )
 
@@ -154,15 +156,8 @@ def test_pytest_plugin_streams_one_line_per_test_with_outcomes(tmp_path: Path) -
     assert reader.stats.bad_lines == 0
     assert reader.stats.exitstatus == 1
     assert b"1 failed" in got.output  # pytest's own terminal output is untouched
-
-
-def test_audit_hook_records_a_connect_to_the_discard_port(tmp_path: Path) -> None:
-    project = tmp_path / "proj"
-    write(project, PYTEST_PROJECT)
-
-    _, got, _ = run_module(tmp_path, project, "pytest", "-p", "_pyti_pytest_plugin", "-k", "conn")
-
-    assert ("network", "connect 127.0.0.1:9") in got.findings
+    # The audit hook saw test_connect's attempt on the discard port.
+    assert got.findings == [("network", "connect 127.0.0.1:9")]
 
 
 def test_audit_hook_records_writes_to_the_setup_dir_once(tmp_path: Path) -> None:
