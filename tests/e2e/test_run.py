@@ -1,0 +1,117 @@
+"""`pyti run` end to end, as a user runs it: real QEMU, real images, real PyPI packages.
+
+The fixture packages are written by the test suite (tests/e2e/sdists.py); no build
+backend runs on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import sdists
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+def pyti_run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTI_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "pyti", "run", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=1200,
+    )
+
+
+def stored(data_dir: Path, query: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(data_dir / "runs.sqlite3") as db:
+        return db.execute(query).fetchall()
+
+
+def test_iniconfig_passes_with_per_test_rows_in_sqlite_json_and_junit(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    report, junit = tmp_path / "run.json", tmp_path / "junit.xml"
+    result = pyti_run(data_dir, "iniconfig", "--json", str(report), "--junit-xml", str(junit))
+    assert result.returncode == 0, result.stdout + result.stderr
+    last = result.stdout.strip().splitlines()[-2]
+    assert " passed in " in last
+    assert last.endswith("(tcg)") or last.endswith("(kvm)")
+
+    rows = stored(data_dir, "SELECT nodeid, outcome FROM tests")
+    assert len(rows) >= 20
+    assert {outcome for _, outcome in rows} <= {"passed", "skipped", "xfailed"}
+    assert stored(data_dir, "SELECT outcome, accelerator FROM runs")[0][0] == "passed"
+
+    document = json.loads(report.read_text())
+    assert document["outcome"] == "passed"
+    assert len(document["tests"]) == len(rows)
+
+    suite = ET.parse(junit).getroot()
+    cases = suite.findall(".//testcase")
+    assert len(cases) == len(rows)
+    assert not suite.findall(".//failure")
+
+
+def test_a_failing_test_gives_test_failed_naming_it(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-fail", sdists.FAILING_TESTS)
+    junit = tmp_path / "junit.xml"
+    result = pyti_run(data_dir, str(sdist), "--junit-xml", str(junit))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "test_broken" in result.stdout
+    assert "1 passed, 1 failed" in result.stdout
+    rows = dict(stored(data_dir, "SELECT nodeid, outcome FROM tests"))
+    assert rows == {
+        "tests/test_fails.py::test_good": "passed",
+        "tests/test_fails.py::test_broken": "failed",
+    }
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("test-failed",)]
+    failures = ET.parse(junit).getroot().findall(".//testcase/failure")
+    assert len(failures) == 1
+    assert "arithmetic is broken" in (failures[0].text or "") + failures[0].get("message", "")
+
+
+def test_a_package_with_no_tests_is_no_tests_after_an_import_check(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-empty", sdists.NO_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("no-tests",)]
+    assert "no-tests" in result.stdout
+
+
+def test_a_test_that_opens_a_socket_records_a_network_finding(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-net", sdists.SOCKET_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    findings = stored(data_dir, "SELECT kind, detail FROM findings")
+    network = [detail for kind, detail in findings if kind == "network"]
+    assert network, findings
+    assert any("198.51.100.7" in str(detail) for detail in network)
+
+
+def test_a_wheel_that_cannot_install_gives_install_failed(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    wheel = sdists.broken_wheel(tmp_path)
+    result = pyti_run(data_dir, str(wheel))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("install-failed",)]
