@@ -107,13 +107,13 @@ class MachineConfig:
 
     @classmethod
     def from_image(cls, image: Image, **changes: Any) -> MachineConfig:
-        return cls(
-            kernel=image.kernel,
-            initrd=image.initrd,
-            cmdline=image.cmdline,
-            root_disk=image.root,
-            **changes,
-        )
+        fields: dict[str, Any] = {
+            "kernel": image.kernel,
+            "initrd": image.initrd,
+            "cmdline": image.cmdline,
+            "root_disk": image.root,
+        }
+        return cls(**(fields | changes))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,21 +396,29 @@ class Machine:
         self, vmdir: VmDir, nursery: trio.Nursery, task_status: trio.TaskStatus[Machine]
     ) -> None:
         await self._wait_for_sockets(vmdir)
-        async with (
-            open_qmp(vmdir.socket("qmp"), name=self.config.name) as qmp,
-            trio.open_nursery() as qmp_tasks,  # ends before the QMP loop closes
-        ):
-            self._qmp = qmp
-            console = await trio.open_unix_socket(str(vmdir.socket("console")))
-            self._port = await trio.open_unix_socket(str(vmdir.socket("port")))
-            nursery.start_soon(self._pump_console, console)
-            qmp_tasks.start_soon(self._pump_events, qmp)
-            await qmp.execute("cont")
-            task_status.started(self)
-            await self._supervise()
-            with trio.move_on_after(DRAIN_TIMEOUT):
-                await self._console_done.wait()
-            qmp_tasks.cancel_scope.cancel()
+        started = False
+        try:
+            async with (
+                open_qmp(vmdir.socket("qmp"), name=self.config.name) as qmp,
+                trio.open_nursery() as qmp_tasks,  # ends before the QMP loop closes
+            ):
+                self._qmp = qmp
+                console = await trio.open_unix_socket(str(vmdir.socket("console")))
+                self._port = await trio.open_unix_socket(str(vmdir.socket("port")))
+                nursery.start_soon(self._pump_console, console)
+                qmp_tasks.start_soon(self._pump_events, qmp)
+                await qmp.execute("cont")
+                task_status.started(self)
+                started = True
+                await self._supervise()
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await self._console_done.wait()
+                qmp_tasks.cancel_scope.cancel()
+        except (Exception, BaseExceptionGroup) as exc:
+            # QEMU that dies at startup (a bad disk, say) first refuses QMP: report why it died.
+            if started or _has_cancelled(exc):
+                raise
+            raise await self._startup_failure(exc) from exc
 
     async def _wait_for_sockets(self, vmdir: VmDir) -> None:
         sockets = [vmdir.socket(name) for name in ("qmp", "console", "port")]
@@ -421,16 +429,20 @@ class Machine:
                 await trio.sleep(0.005)
             else:
                 return
-        if not self._exited.is_set():
-            self._signalled = True
-            assert self._process is not None
-            await self._process.aclose()
-        await self._exited.wait()
+        raise await self._startup_failure(f"its sockets did not appear in {SOCKET_TIMEOUT:g} s")
+
+    async def _startup_failure(self, cause: object) -> QemuFailed:
+        """The error for a QEMU that failed before the guest ran; QEMU's own words if it died."""
         with trio.move_on_after(DRAIN_TIMEOUT):
-            await self._output_done.wait()
-        why = self._qemu_output_text().strip()[-2000:] or "no output"
+            await self._exited.wait()
+        if self._exited.is_set():
+            with trio.move_on_after(DRAIN_TIMEOUT):
+                await self._output_done.wait()
+            why = self._qemu_output_text().strip()[-2000:] or f"no output ({cause})"
+        else:
+            why = str(cause)
         self._requested = (End.QEMU_CRASH, f"QEMU did not start: {why}")
-        raise QemuFailed(
+        return QemuFailed(
             f"QEMU did not start: {why}",
             returncode=self._process.returncode if self._process else None,
             log=self.config.log_path,
@@ -618,6 +630,12 @@ class Machine:
             )
         except OSError as exc:
             self._log.warning("cannot write VM log %s: %s", self.config.log_path, exc)
+
+
+def _has_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(trio.Cancelled) is not None
+    return isinstance(exc, trio.Cancelled)
 
 
 def _only_cancelled(group: BaseExceptionGroup[BaseException]) -> bool:
