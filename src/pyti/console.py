@@ -5,12 +5,13 @@ counts what it dropped, so a console flood costs bounded memory and never fills 
 Lines are scanned as they pass (before capping) for a kernel panic, which ends the VM at
 once without waiting for a deadline, and for the OOM killer.
 
-TODO(lead): swap `HeadTail` for `pyti.capped.CappedLog` once the codec engineer lands it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from pyti.capped import CappedLog
 
 HEAD_BYTES = 64 * 1024
 TAIL_BYTES = 192 * 1024
@@ -18,40 +19,6 @@ MAX_LINE = 4096  # a longer "line" is scanned by its first MAX_LINE bytes only
 
 PANIC_MARKERS = (b"Kernel panic - not syncing",)
 OOM_MARKERS = (b"Out of memory:", b"invoked oom-killer", b"Memory cgroup out of memory")
-
-
-class HeadTail:
-    """The first `head` and the last `tail` bytes of a stream, and how much fell between."""
-
-    def __init__(self, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> None:
-        self._head_limit = head
-        self._tail_limit = tail
-        self._head = bytearray()
-        self._tail = bytearray()
-        self.total = 0
-
-    def feed(self, data: bytes | bytearray) -> None:
-        self.total += len(data)
-        room = self._head_limit - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-            data = data[room:]
-        if not data:
-            return
-        self._tail += data[-self._tail_limit :]
-        if len(self._tail) > 2 * self._tail_limit:  # trim in batches: amortised O(1) per byte
-            del self._tail[: len(self._tail) - self._tail_limit]
-
-    @property
-    def dropped(self) -> int:
-        return max(0, self.total - len(self._head) - min(len(self._tail), self._tail_limit))
-
-    def getvalue(self) -> bytes:
-        tail = bytes(self._tail[-self._tail_limit :]) if self._tail else b""
-        if not self.dropped:
-            return bytes(self._head) + tail
-        marker = f"\n[... pyti dropped {self.dropped} bytes of console output ...]\n"
-        return bytes(self._head) + marker.encode() + tail
 
 
 @dataclass
@@ -66,12 +33,12 @@ class Console:
     """Feed it console bytes; it keeps a capped copy and the verdict lines."""
 
     def __init__(self, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> None:
-        self.log = HeadTail(head, tail)
+        self.log = CappedLog(head, tail)
         self.verdicts = ConsoleVerdicts()
         self._line = bytearray()
 
     def feed(self, data: bytes | bytearray) -> None:
-        self.log.feed(data)
+        self.log.write(bytes(data))
         start = 0
         while (end := data.find(b"\n", start)) >= 0:
             self._append(data[start:end])

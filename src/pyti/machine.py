@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from pyti.console import Console, ConsoleVerdicts, HeadTail
+from pyti.capped import CappedLog
+from pyti.console import Console, ConsoleVerdicts
 from pyti.deadlines import Deadlines
 from pyti.errors import QemuFailed, VmStateError
 from pyti.qemu_argv import SANDBOX_OPTION, VmConfig, build_argv
@@ -256,7 +257,7 @@ class Machine:
         self._port: trio.SocketStream | None = None
         self._process: OwnedProcess | None = None
         self._qmp: Qmp | None = None
-        self._qemu_output = HeadTail(QEMU_LOG_BYTES, QEMU_LOG_BYTES)
+        self._qemu_output = CappedLog(QEMU_LOG_BYTES, QEMU_LOG_BYTES)
         self._requested: tuple[End, str] | None = None
         self._graceful = False
         self._signalled = False
@@ -523,7 +524,7 @@ class Machine:
     async def _pump_output(self, stream: trio.lowlevel.FdStream) -> None:
         try:
             while data := await stream.receive_some(READ_SIZE):
-                self._qemu_output.feed(data)
+                self._qemu_output.write(bytes(data))
         finally:
             self._output_done.set()
 

@@ -55,23 +55,24 @@ class Qmp:
 @contextlib.asynccontextmanager
 async def open_qmp(socket_path: Path, *, name: str = "pyti") -> AsyncIterator[Qmp]:
     """Connect to QEMU's QMP socket (QEMU listens); disconnect on exit, even when cancelled."""
+    failure: Exception | None = None
     async with trio_asyncio.open_loop():
         client = QMPClient(name)
         listener = EventListener(names=WATCHED_EVENTS)
         client.register_listener(listener)
         try:
             await trio_asyncio.aio_as_trio(client.connect)(str(socket_path))
-        except trio.Cancelled:
-            raise
         except Exception as exc:
-            raise QemuFailed(
-                f"cannot connect to QMP at {socket_path}: {exc}", returncode=None, log=None
-            ) from exc
-        try:
-            yield Qmp(client, listener)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_TIMEOUT):
-                try:
-                    await trio_asyncio.aio_as_trio(client.disconnect)()
-                except Exception as exc:  # EOF after QEMU quit is the normal case
-                    log.debug("QMP disconnect: %r", exc)
+            failure = exc  # raised below, outside the loop's nursery: a plain error, no group
+        else:
+            try:
+                yield Qmp(client, listener)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_TIMEOUT):
+                    try:
+                        await trio_asyncio.aio_as_trio(client.disconnect)()
+                    except Exception as exc:  # EOF after QEMU quit is the normal case
+                        log.debug("QMP disconnect: %r", exc)
+    if failure is not None:
+        message = f"cannot connect to QMP at {socket_path}: {failure}"
+        raise QemuFailed(message, returncode=None, log=None) from failure

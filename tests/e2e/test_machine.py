@@ -27,29 +27,9 @@ HANG = "rdinit=/bin/busybox -- sleep 100000"
 PANIC = "rdinit=/nonexistent"
 
 
-def find_bookworm_image() -> Any:
-    """The verified bookworm image, else the newest complete one in the cache (development)."""
-    from pyti import paths
-    from pyti.image import cache, find_image
-
-    image = find_image("bookworm")
-    if image is not None:
-        return image
-    for directory in sorted(
-        paths.images_dir().glob("bookworm-*"), key=lambda p: p.stat().st_mtime, reverse=True
-    ):
-        loaded = cache.load(directory)
-        if loaded is not None:
-            return loaded
-    return None
-
-
 @pytest.fixture(scope="session")
-def image() -> Any:
-    found = find_bookworm_image()
-    if found is None:
-        pytest.skip("no bookworm image: run `pyti image build bookworm`")
-    return found
+def image(bookworm_image: Any) -> Any:
+    return bookworm_image
 
 
 @pytest.fixture(autouse=True)

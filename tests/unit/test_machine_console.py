@@ -1,30 +1,20 @@
 from __future__ import annotations
 
-from pyti.console import MAX_LINE, Console, HeadTail
+from pyti.console import MAX_LINE, Console
 
 
-def test_head_tail_keeps_everything_under_the_cap() -> None:
-    log = HeadTail(head=10, tail=10)
-    log.feed(b"0123456789abc")
-    assert log.getvalue() == b"0123456789abc"
-    assert log.dropped == 0
-
-
-def test_head_tail_drops_the_middle_and_says_how_much() -> None:
-    log = HeadTail(head=4, tail=4)
-    for chunk in (b"HEAD", b"x" * 1000, b"y" * 1000, b"TAIL"):
-        log.feed(chunk)
-    assert log.total == 2008
-    assert log.dropped == 2000
-    assert log.getvalue() == b"HEAD\n[... pyti dropped 2000 bytes of console output ...]\nTAIL"
-
-
-def test_head_tail_memory_stays_bounded_under_a_flood() -> None:
-    log = HeadTail(head=100, tail=100)
-    for _ in range(10_000):
-        log.feed(b"z" * 97)
-    assert len(log._tail) <= 2 * 100 + 97
-    assert log.getvalue().endswith(b"z" * 100)
+def test_console_keeps_head_and_tail_of_a_flood_and_still_sees_a_late_panic() -> None:
+    console = Console(head=8, tail=40)
+    console.feed(b"BOOTING\n")
+    for _ in range(1000):
+        console.feed(b"spam spam spam spam\n")
+    console.feed(b"Kernel panic - not syncing: x\n")
+    assert console.log.total == 8 + 20 * 1000 + 30
+    text = console.text()
+    assert text.startswith("BOOTING\n\n[... 19990 bytes omitted ...]\n")
+    assert text.endswith("Kernel panic - not syncing: x\n")
+    assert len(text) < 200
+    assert console.verdicts.panic_line == "Kernel panic - not syncing: x"
 
 
 def test_panic_line_found_even_when_split_across_reads() -> None:
