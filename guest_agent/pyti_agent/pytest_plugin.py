@@ -67,6 +67,11 @@ def pytest_configure(config: Any) -> None:
                 _strip_prefixes.append(prefix)
 
 
+def pytest_sessionstart(session: Any) -> None:
+    # Lets the agent measure the runner's start-up (imports, plugins) apart from the tests.
+    audit.emit({"session": "started"})
+
+
 def pytest_collectreport(report: Any) -> None:
     if report.failed:
         audit.emit(

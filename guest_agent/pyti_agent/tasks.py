@@ -161,6 +161,7 @@ def _install(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     assert manifest is not None
     if not verify_setup(ctx, out):
         return finished("install", "error", None, began)
+    out.note(f"verified {len(manifest.files)} dists in {time.monotonic() - began:.2f} s")
     user = ctx.run_as()
     layout = install.WorkLayout(ctx.work_dir)
     layout.prepare(user)
@@ -168,6 +169,7 @@ def _install(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     if not venv.ok:
         out.note(f"uv venv failed (exit {venv.returncode})")
         return finished("install", "error", venv.returncode, began)
+    out.note(f"venv in {venv.duration:.2f} s")
     dists = ctx.setup_dir / "dists"
     step, result = install.install_packages(
         layout,
@@ -257,6 +259,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     )
     for note in plan.notes:
         out.note(note)
+    out.note(f"prepared the tree in {time.monotonic() - began:.2f} s")
     out.note("run: " + " ".join(plan.argv))
     counts: Counter[str] = Counter()
 
@@ -285,6 +288,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
             "PATH": f"{layout.venv / 'bin'}:{privileges.DEFAULT_PATH}",
         }
     )
+    launched = time.monotonic()
     try:
         result = privileges.run(
             plan.argv,
@@ -299,6 +303,8 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
         os.close(write_fd)
     reader.join(READER_JOIN)
     stats = reader.stats
+    if stats.started_at is not None:
+        out.note(f"{plan.runner} started up in {stats.started_at - launched:.2f} s")
     if stats.bad_lines or stats.dropped:
         out.note(f"result pipe: {stats.bad_lines} bad lines, {stats.dropped} dropped")
     outcome = _outcome(plan.runner, result, counts, stats.exitstatus is not None)

@@ -35,6 +35,7 @@ import shlex
 import shutil
 import tarfile
 import threading
+import time
 import tomllib
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -98,6 +99,7 @@ class PipeStats:
     bad_lines: int = 0
     dropped: int = 0
     exitstatus: int | None = None
+    started_at: float | None = None  # time.monotonic() when the runner said it started
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -186,6 +188,10 @@ class ResultReader(threading.Thread):
             self._seen_findings.add(key)
             self.stats.findings += 1
             self.on_finding(*key)
+            return True
+        if record.get("session") == "started":
+            if self.stats.started_at is None:
+                self.stats.started_at = time.monotonic()
             return True
         if record.get("session") == "finished":
             status = record.get("exitstatus")

@@ -110,6 +110,7 @@ class StreamingRunner(unittest.TextTestRunner):
 
 
 def main(argv: list[str]) -> int:
+    audit.emit({"session": "started"})
     program = unittest.main(
         module=None,
         argv=["python -m unittest", *argv],
