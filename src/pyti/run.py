@@ -21,7 +21,7 @@ from pyti.deadlines import Deadlines, deadline_factor
 from pyti.errors import MissingImage, UsageError
 from pyti.machine import End, Machine, MachineConfig, MachineResult, open_machine
 from pyti.outcomes import VmEnd
-from pyti.protocol import Hello, Output, Start
+from pyti.protocol import Hello, Metadata, Output, Start
 from pyti.recorder import RunRecorder
 from pyti.render import Phase
 from pyti.results import RunResult
@@ -103,11 +103,11 @@ def vm_end(machine: MachineResult, channel_end: EndKind | None) -> VmEnd:
 class _Session:
     """The conversation with one guest: Hello, Start, then frames until the channel ends."""
 
-    def __init__(self, request: RunRequest, recorder: RunRecorder, disk: SetupDisk) -> None:
+    def __init__(self, request: RunRequest, recorder: RunRecorder) -> None:
         self.request = request
         self.recorder = recorder
-        self.disk = disk
         self.disk_full_seen = False
+        self.metadata: Metadata | None = None
 
     async def converse(
         self, channel: GuestChannel, machine: Machine, start_tasks: Sequence[str]
@@ -124,6 +124,8 @@ class _Session:
                 if await channel.send(start):
                     machine.mark_running()
                 continue
+            if isinstance(message, Metadata):
+                self.metadata = message
             self.recorder.message(message)
             if isinstance(message, Output) and self._disk_full(message.data):
                 self.disk_full_seen = True
@@ -133,6 +135,94 @@ class _Session:
 
     def _disk_full(self, data: bytes) -> bool:
         return not self.disk_full_seen and any(marker in data for marker in DISK_FULL_MARKERS)
+
+
+@dataclass(frozen=True)
+class _PassEnd:
+    """How one boot of the guest ended."""
+
+    end: VmEnd
+    detail: str
+    console: str
+    metadata: Metadata | None
+
+
+@dataclass(frozen=True)
+class _Context:
+    request: RunRequest
+    recorder: RunRecorder
+    image: image.Image
+    accel: str
+    target: GuestTarget
+
+
+async def _prepare(context: _Context, **extra: object) -> SetupDisk:
+    settings = context.request.settings
+    return await prepare(
+        context.request.spec,
+        target=context.target,
+        with_requirements=context.request.with_requirements,
+        index_urls=(settings.index_url, *settings.extra_index_urls),
+        offline=settings.offline,
+        runner_args=context.request.test_args or None,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+async def _guest_pass(context: _Context, disk: SetupDisk, tasks: Sequence[str]) -> _PassEnd:
+    """Boot the guest once with `disk`, run `tasks`, and say how the VM ended."""
+    settings, recorder = context.request.settings, context.recorder
+    recorder.phase(Phase.BOOT, context.accel)
+    factor = deadline_factor(context.accel)
+    deadlines = Deadlines(total=settings.total_timeout, no_progress=settings.no_progress_timeout)
+    log_path = paths.data_dir() / "logs" / f"run-{recorder.run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    config = MachineConfig.from_image(
+        context.image,
+        setup_disk=disk.path,
+        accel=context.accel,
+        memory_mb=settings.memory_mb,
+        cpus=settings.cpus,
+        scratch_mb=settings.scratch_mb,
+        deadlines=deadlines,
+        log_path=log_path,
+        name=f"run{recorder.run_id}",
+    )
+    limits = ChannelLimits(
+        silence_timeout=deadlines.silence,
+        no_progress_timeout=deadlines.no_progress,
+        accel_factor=factor,
+    )
+    session = _Session(context.request, recorder)
+    channel_end: EndKind | None = None
+    async with open_machine(config) as machine:
+        channel = GuestChannel(machine.port, limits, name=config.name)
+        with trio.move_on_after(deadlines.total * factor) as total_scope:
+            await session.converse(channel, machine, tasks)
+        if total_scope.cancelled_caught:
+            machine.request_stop(End.RUN_TIMEOUT, "the run's total time limit")
+        elif channel.end is not None:
+            channel_end = channel.end.kind
+            if channel_end in _CHANNEL_STOPS:
+                machine.request_stop(_CHANNEL_STOPS[channel_end], channel.end.detail)
+            elif not channel.end.clean:
+                machine.request_stop(End.STOPPED, channel.end.detail)
+        await channel.aclose()
+    result = machine.result
+    assert result is not None
+    if result.oom_lines:
+        recorder.host_finding("oom", result.oom_lines[0])
+    end = vm_end(result, channel_end)
+    detail = "" if end is VmEnd.NORMAL else _detail(result, channel)
+    return _PassEnd(end, detail, result.console, session.metadata)
+
+
+def _dependencies_from(metadata: Metadata, target: GuestTarget) -> list[str]:
+    """The package's own requirements, as its build backend computed them in the guest."""
+    from pyti.setup.metadata import applies, parse_core_metadata, without_marker
+
+    core = parse_core_metadata(metadata.metadata)
+    return [without_marker(req) for req in core.requires_dist if applies(req, target, extra="")]
 
 
 async def execute(request: RunRequest, recorder: RunRecorder) -> RunResult:
@@ -150,76 +240,41 @@ async def execute(request: RunRequest, recorder: RunRecorder) -> RunResult:
         pyti_version=__version__,
     )
     recorder.phase(Phase.IMAGE, f"{guest_image.name} ({choice})")
-
-    recorder.phase(Phase.RESOLVE)
     major_minor = ".".join(guest_image.python_version.split(".")[:2])
     target = GuestTarget(python_version=major_minor, platform_tag=guest_image.platform_tag)
-    disk = await prepare(
-        request.spec,
-        target=target,
-        with_requirements=request.with_requirements,
-        index_urls=(settings.index_url, *settings.extra_index_urls),
-        offline=settings.offline,
-        runner_args=request.test_args or None,
-        tasks=request.tasks,
-    )
+    context = _Context(request, recorder, guest_image, choice.accel, target)
+
+    recorder.phase(Phase.RESOLVE)
+    disk = await _prepare(context, tasks=request.tasks)
+    if any(f.kind == "dynamic-metadata" for f in disk.findings):
+        # The dependencies need the package's own build backend: ask the guest for its
+        # metadata first (package code runs only there), then resolve for real.
+        recorder.phase(Phase.RESOLVE, "dependencies are dynamic: building metadata in the guest")
+        metadata_disk = await _prepare(context, tasks=("metadata",))
+        first = await _guest_pass(context, metadata_disk, ("metadata",))
+        if first.end is not VmEnd.NORMAL or first.metadata is None:
+            return recorder.finish(first.end, error=first.detail, console=first.console)
+        dependencies = _dependencies_from(first.metadata, target)
+        recorder.host_finding(
+            "dynamic-metadata",
+            f"dependencies built in the guest: {', '.join(dependencies) or 'none'}",
+        )
+        disk = await _prepare(context, tasks=request.tasks, dependencies=dependencies)
+    _record_disk(recorder, disk, guest_image)
+    last = await _guest_pass(context, disk, disk.manifest.tasks)
+    return recorder.finish(last.end, error=last.detail, console=last.console)
+
+
+def _record_disk(recorder: RunRecorder, disk: SetupDisk, guest_image: image.Image) -> None:
     recorder.update_info(
         package_name=disk.manifest.package_name,
         package_version=disk.manifest.package_version,
         setup_digest=disk.digest,
         resolved=dict(disk.resolved),
-        inputs={
-            "image": guest_image.image_id,
-            "setup-disk": disk.digest,
-            "pyti": __version__,
-        },
+        inputs={"image": guest_image.image_id, "setup-disk": disk.digest, "pyti": __version__},
     )
     for finding in disk.findings:
         recorder.host_finding(finding.kind, finding.detail)
-
-    recorder.phase(Phase.BOOT, choice.accel)
-    factor = deadline_factor(choice.accel)
-    deadlines = Deadlines(total=settings.total_timeout, no_progress=settings.no_progress_timeout)
-    log_path = paths.data_dir() / "logs" / f"run-{recorder.run_id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    config = MachineConfig.from_image(
-        guest_image,
-        setup_disk=disk.path,
-        accel=choice.accel,
-        memory_mb=settings.memory_mb,
-        cpus=settings.cpus,
-        scratch_mb=settings.scratch_mb,
-        deadlines=deadlines,
-        log_path=log_path,
-        name=f"run{recorder.run_id}",
-    )
-    limits = ChannelLimits(
-        silence_timeout=deadlines.silence,
-        no_progress_timeout=deadlines.no_progress,
-        accel_factor=factor,
-    )
-    session = _Session(request, recorder, disk)
-    channel_end: EndKind | None = None
-    async with open_machine(config) as machine:
-        channel = GuestChannel(machine.port, limits, name=config.name)
-        with trio.move_on_after(deadlines.total * factor) as total_scope:
-            await session.converse(channel, machine, disk.manifest.tasks)
-        if total_scope.cancelled_caught:
-            machine.request_stop(End.RUN_TIMEOUT, "the run's total time limit")
-        elif channel.end is not None:
-            channel_end = channel.end.kind
-            if channel_end in _CHANNEL_STOPS:
-                machine.request_stop(_CHANNEL_STOPS[channel_end], channel.end.detail)
-            elif not channel.end.clean:
-                machine.request_stop(End.STOPPED, channel.end.detail)
-        await channel.aclose()
-    result = machine.result
-    assert result is not None
-    if result.oom_lines:
-        recorder.host_finding("oom", result.oom_lines[0])
-    end = vm_end(result, channel_end)
-    detail = "" if end is VmEnd.NORMAL else _detail(result, channel)
-    return recorder.finish(end, error=detail, console=result.console)
 
 
 def _detail(result: MachineResult, channel: GuestChannel) -> str:

@@ -131,3 +131,133 @@ def broken_wheel(
         )
         wheel.writestr(f"{dist_info}/RECORD", "")
     return target
+
+
+def legacy_setup_py(
+    directory: Path, name: str, files: dict[str, str], setup_py: str, version: str = "1.0"
+) -> Path:
+    """A setup.py project with Metadata-Version 2.1 PKG-INFO: nothing static to read."""
+    info = pkg_info(name, version).replace("Metadata-Version: 2.2", "Metadata-Version: 2.1")
+    return write_sdist(directory, name, version, {"PKG-INFO": info, "setup.py": setup_py, **files})
+
+
+COMPUTED_DEPS_SETUP = """\
+    import sys
+    from setuptools import setup
+
+    # Computed at build time: no static reader can know this list.
+    deps = ["iniconfig" + (">=1" if sys.version_info >= (3, 8) else "<1")]
+    setup(name="pyti-fixture-dyn", version="1.0", py_modules=["pyti_fixture_dyn"],
+          install_requires=deps)
+    """
+
+COMPUTED_DEPS_FILES = {
+    "pyti_fixture_dyn.py": "def answer():\n    return 42\n",
+    "tests/test_dyn.py": """\
+        import iniconfig
+        import pyti_fixture_dyn
+
+        def test_dependency_was_installed():
+            assert iniconfig.IniConfig("x.ini", data="[a]\\nb = 1\\n")["a"]["b"] == "1"
+
+        def test_module():
+            assert pyti_fixture_dyn.answer() == 42
+        """,
+}
+
+C_EXTENSION_SETUP = """\
+    from setuptools import Extension, setup
+
+    setup(
+        name="pyti-fixture-cext",
+        version="1.0",
+        packages=["pyti_fixture_cext"],
+        package_dir={"": "src"},
+        ext_modules=[Extension("pyti_fixture_cext._speed", ["src/pyti_fixture_cext/speed.c"])],
+    )
+    """
+
+C_EXTENSION_FILES = {
+    "pyproject.toml": """\
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        """,
+    "src/pyti_fixture_cext/__init__.py": "from ._speed import add\n",
+    "src/pyti_fixture_cext/speed.c": """\
+        #define PY_SSIZE_T_CLEAN
+        #include <Python.h>
+
+        static PyObject *add(PyObject *self, PyObject *args) {
+            long a, b;
+            if (!PyArg_ParseTuple(args, "ll", &a, &b)) return NULL;
+            return PyLong_FromLong(a + b);
+        }
+        static PyMethodDef methods[] = {{"add", add, METH_VARARGS, "add"}, {NULL, NULL, 0, NULL}};
+        static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speed", NULL, -1, methods};
+        PyMODINIT_FUNC PyInit__speed(void) { return PyModule_Create(&module); }
+        """,
+    "tests/test_speed.py": """\
+        import pyti_fixture_cext
+        from pyti_fixture_cext import _speed
+
+        def test_compiled_add():
+            assert pyti_fixture_cext.add(2, 3) == 5
+            assert _speed.__file__.endswith(".so")
+        """,
+}
+
+UNITTEST_FILES = {
+    "pyproject.toml": FLIT_PYPROJECT.format(
+        name="pyti-fixture-ut", version="1.0", dependencies="[]"
+    ),
+    "tox.ini": """\
+        [tox]
+        envlist = py3
+
+        [testenv]
+        commands = python -m unittest discover -s tests -v
+        """,
+    "src/pyti_fixture_ut/__init__.py": '''\
+        def double(x):
+            """
+            >>> double(2)
+            4
+            >>> double(-1)
+            -2
+            """
+            return 2 * x
+        ''',
+    "tests/__init__.py": "",
+    "tests/test_double.py": """\
+        import doctest
+        import unittest
+
+        import pyti_fixture_ut
+
+        class DoubleTest(unittest.TestCase):
+            def test_double(self):
+                self.assertEqual(pyti_fixture_ut.double(3), 6)
+
+            def test_zero(self):
+                self.assertEqual(pyti_fixture_ut.double(0), 0)
+
+        def load_tests(loader, tests, ignore):
+            # The doctests count as tests only through this protocol: pytest never sees them.
+            tests.addTests(doctest.DocTestSuite(pyti_fixture_ut))
+            return tests
+        """,
+}
+
+FLAT_LAYOUT_FILES = {
+    "pyproject.toml": FLIT_PYPROJECT.format(
+        name="pyti-fixture-flat", version="1.0", dependencies="[]"
+    ),
+    "pyti_fixture_flat/__init__.py": "VALUE = 'flat'\n",
+    "tests/test_installed.py": """\
+        import pyti_fixture_flat
+
+        def test_imports_the_installed_copy():
+            assert "site-packages" in pyti_fixture_flat.__file__, pyti_fixture_flat.__file__
+        """,
+}

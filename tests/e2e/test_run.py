@@ -115,3 +115,66 @@ def test_a_wheel_that_cannot_install_gives_install_failed(
     result = pyti_run(data_dir, str(wheel))
     assert result.returncode == 1, result.stdout + result.stderr
     assert stored(data_dir, "SELECT outcome FROM runs") == [("install-failed",)]
+
+
+def test_setup_py_that_computes_its_dependencies_gets_them_from_a_guest_metadata_pass(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.legacy_setup_py(
+        tmp_path, "pyti-fixture-dyn", sdists.COMPUTED_DEPS_FILES, sdists.COMPUTED_DEPS_SETUP
+    )
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("passed",)]
+    findings = stored(data_dir, "SELECT kind, detail FROM findings WHERE kind='dynamic-metadata'")
+    assert any("iniconfig" in str(detail) for _, detail in findings), findings
+    assert ("tests/test_dyn.py::test_dependency_was_installed", "passed") in stored(
+        data_dir, "SELECT nodeid, outcome FROM tests"
+    )
+
+
+def test_a_c_extension_without_a_wheel_is_built_in_the_guest(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.legacy_setup_py(
+        tmp_path, "pyti-fixture-cext", sdists.C_EXTENSION_FILES, sdists.C_EXTENSION_SETUP
+    )
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
+        ("tests/test_speed.py::test_compiled_add", "passed")
+    ]
+
+
+def test_a_unittest_project_runs_with_unittest_and_its_load_tests(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.write_sdist(
+        tmp_path,
+        "pyti-fixture-ut",
+        "1.0",
+        {"PKG-INFO": sdists.pkg_info("pyti-fixture-ut", "1.0"), **sdists.UNITTEST_FILES},
+    )
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = stored(data_dir, "SELECT nodeid, outcome FROM tests")
+    # two TestCase methods plus the doctest that only load_tests adds
+    assert len(rows) == 3, rows
+    assert any("double" in str(nodeid) and "test_" not in str(nodeid) for nodeid, _ in rows)
+    assert {outcome for _, outcome in rows} == {"passed"}
+
+
+def test_a_flat_layout_tests_the_installed_copy(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.write_sdist(
+        tmp_path,
+        "pyti-fixture-flat",
+        "1.0",
+        {"PKG-INFO": sdists.pkg_info("pyti-fixture-flat", "1.0"), **sdists.FLAT_LAYOUT_FILES},
+    )
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
+        ("tests/test_installed.py::test_imports_the_installed_copy", "passed")
+    ]

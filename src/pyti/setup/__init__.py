@@ -139,8 +139,14 @@ async def prepare(
     offline: bool = False,
     runner_args: Sequence[str] | None = None,
     tasks: Sequence[str] = ("install", "test"),
+    dependencies: Sequence[str] | None = None,
 ) -> SetupDisk:
-    """Resolve, download and write the setup disk for `spec` (cached by content)."""
+    """Resolve, download and write the setup disk for `spec` (cached by content).
+
+    `dependencies` are the package's own requirements as the guest's metadata pass
+    built them (PEP 517 `prepare_metadata_for_build_wheel`), for an sdist whose
+    dependencies cannot be read statically; they resolve strictly.
+    """
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     options = resolve.Options(
         tuple(u for u in index_urls if u) or (DEFAULT_INDEX,), offline=offline
@@ -168,6 +174,7 @@ async def prepare(
             with_requirements=with_requirements,
             runner_args=runner_args,
             tasks=tasks,
+            dependencies=dependencies,
         )
 
 
@@ -181,8 +188,9 @@ async def _assemble(
     with_requirements: Sequence[str],
     runner_args: Sequence[str] | None,
     tasks: Sequence[str],
+    dependencies: Sequence[str] | None = None,
 ) -> SetupDisk:
-    findings = package.findings
+    findings = list(package.findings)
     members = (
         read_members(package.sdist[2], wanted_member, filename=package.sdist[0])
         if package.sdist
@@ -210,6 +218,8 @@ async def _assemble(
         strict += [
             without_marker(r) for r in metadata.requires_dist if applies(r, target, extra="")
         ]
+    elif dependencies is not None:
+        strict += dependencies
     else:
         deps = static_dependencies(pkg_info, pyproject, target)
         if deps is None:
