@@ -21,9 +21,11 @@ from typing import Any
 import _pyti_audit as audit
 
 MAX_REPORT = 16 << 10
+ENV_SITE_PACKAGES = "PYTI_SITE_PACKAGES"
 
 _tests: dict[str, dict[str, Any]] = {}
-_strip_prefixes: list[str] = []
+_sites: list[str] = []  # site-packages directories, real paths
+_ids: dict[str, str] = {}  # pytest's node id -> the id a native run would show
 _session = {"collected": 0}
 
 audit.install()  # normally done by the .pth already; idempotent
@@ -36,14 +38,27 @@ def truncate(text: str, limit: int = MAX_REPORT) -> str:
     return data[: limit - 32].decode("utf-8", "ignore") + "\n[... truncated by pyti]"
 
 
+def _site_relative(path: Any) -> str | None:
+    real = os.path.realpath(str(path))
+    for site in _sites:
+        if real.startswith(site + os.sep):
+            return real[len(site) + 1 :].replace(os.sep, "/")
+    return None
+
+
+def _remember(nodeid: str, path: Any) -> None:
+    # Tests run from the installed copy (site-packages, outside the rootdir) get node
+    # ids relative to their collection argument, e.g. "tests/test_a.py::t"; the
+    # maintainers, running in a tree with the package in it, see
+    # "pkg/tests/test_a.py::t". Rebuild that from the file's place in site-packages.
+    relative = _site_relative(path) if path is not None else None
+    if relative is not None:
+        _, sep, rest = nodeid.partition("::")
+        _ids[nodeid] = relative + sep + rest
+
+
 def _norm(nodeid: str) -> str:
-    # Tests run from the installed copy (--pyargs) have node ids relative to the
-    # rootdir, like "../venv/lib/python3.11/site-packages/pkg/tests/test_a.py::t";
-    # the maintainers see "pkg/tests/test_a.py::t". Strip the site-packages part.
-    for prefix in _strip_prefixes:
-        if nodeid.startswith(prefix):
-            return nodeid[len(prefix) :]
-    return nodeid
+    return _ids.get(nodeid, nodeid)
 
 
 def _text(report: Any) -> str:
@@ -56,15 +71,19 @@ def _text(report: Any) -> str:
 
 
 def pytest_configure(config: Any) -> None:
-    root = str(config.rootpath)
-    seen = set()
-    for key in ("purelib", "platlib"):
-        path = sysconfig.get_paths()[key]
-        for base in (os.path.relpath(path, root), path.lstrip("/")):
-            prefix = base.replace(os.sep, "/").rstrip("/") + "/"
-            if prefix not in seen:
-                seen.add(prefix)
-                _strip_prefixes.append(prefix)
+    given = [p for p in os.environ.get(ENV_SITE_PACKAGES, "").split(os.pathsep) if p]
+    for path in given + [sysconfig.get_paths()[key] for key in ("purelib", "platlib")]:
+        site = os.path.realpath(path)
+        if site not in _sites:
+            _sites.append(site)
+
+
+def pytest_collectstart(collector: Any) -> None:
+    _remember(collector.nodeid, getattr(collector, "path", None))
+
+
+def pytest_itemcollected(item: Any) -> None:
+    _remember(item.nodeid, getattr(item, "path", None))
 
 
 def pytest_sessionstart(session: Any) -> None:

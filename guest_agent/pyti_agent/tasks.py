@@ -284,6 +284,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
             audit.ENV_PIPE_ID: audit.pipe_id(write_fd),
             audit.ENV_SETUP_DIR: str(ctx.setup_dir),
             audit.ENV_TOP_LEVEL: ",".join(top_levels),
+            "PYTI_SITE_PACKAGES": str(site_dir),
             "VIRTUAL_ENV": str(layout.venv),
             "PATH": f"{layout.venv / 'bin'}:{privileges.DEFAULT_PATH}",
         }

@@ -57,6 +57,7 @@ def run_module(
             audit.ENV_FD: str(write_fd),
             audit.ENV_PIPE_ID: audit.pipe_id(write_fd),
             audit.ENV_SETUP_DIR: str(tmp_path / "setup"),
+            "PYTI_SITE_PACKAGES": str(site_dir),
             # The host venv's plugins (trio, hypothesis) only slow these runs down.
             "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
         },
@@ -205,6 +206,38 @@ def test_pytest_collection_error_is_reported_as_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert got.outcomes() == {"test_broken.py": "error"}
     assert "does_not_exist" in got.results[0].report
+
+
+def test_installed_tests_get_the_node_ids_of_a_native_run(tmp_path: Path) -> None:
+    # pkg/tests inside site-packages (the installed copy), collected from the sdist root.
+    site_dir = tmp_path / "site"
+    write(
+        site_dir,
+        {
+            "pkg/__init__.py": "",
+            "pkg/tests/__init__.py": "",
+            "pkg/tests/test_inside.py": "def test_inside(): pass\n",
+            "pkg/tests/test_broken.py": "import nowhere\n",
+        },
+    )
+    project = tmp_path / "proj"
+    write(project, {"pyproject.toml": "[tool.pytest.ini_options]\n"})
+
+    _, got, _ = run_module(
+        tmp_path,
+        project,
+        "pytest",
+        "-p",
+        "_pyti_pytest_plugin",
+        "--continue-on-collection-errors",
+        ".",
+        str(site_dir / "pkg"),
+    )
+
+    assert got.outcomes() == {
+        "pkg/tests/test_inside.py::test_inside": "passed",
+        "pkg/tests/test_broken.py": "error",
+    }
 
 
 UNITTEST_PROJECT = {
