@@ -4,7 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export UV_PYTHON_DOWNLOADS := "never"
 
-pyti := ".venv/bin/pyti"
+# Absolute, so `run` can work in the directory ./dev was called from (`./dev run .`).
+pyti := justfile_directory() / ".venv/bin/pyti"
 
 # List the recipes.
 default:
@@ -17,11 +18,11 @@ setup:
 
 # Test a package in a VM: just run iniconfig [pyti run options] [-- test args]
 run *args: setup
-    {{pyti}} run "$@"
+    @cd "{{invocation_directory()}}" && "{{pyti}}" run "$@"
 
 # Any pyti command: just pyti doctor
 pyti *args: setup
-    {{pyti}} "$@"
+    @cd "{{invocation_directory()}}" && "{{pyti}}" "$@"
 
 # Lint, unit tests, then the end-to-end tests that boot real guests.
 test: setup lint unit codec-compat e2e

@@ -163,7 +163,9 @@ def test_unknown_package_and_offline_misses(
     url, _, _ = index
     missing = run_pyti(tmp_path / "c1", "fetch", "attrs", "--index-url", url)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == f"pyti: error: no such package on {url}: attrs"
+    assert missing.stderr.strip() == (
+        f"pyti: error: no such package on {url}: attrs (check the name, or pass --index-url)"
+    )
     cold = run_pyti(tmp_path / "c2", "fetch", "iniconfig", "--index-url", url, "--offline")
     assert cold.returncode == 1
     assert "offline" in cold.stderr

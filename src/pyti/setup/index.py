@@ -185,7 +185,10 @@ class IndexClient:
             if "json" in ctype:
                 return parse_json(final_url, text)
             return parse_html(final_url, text)
-        raise NoSuchPackage(f"no such package on {', '.join(self.index_urls)}: {name}")
+        raise NoSuchPackage(
+            f"no such package on {', '.join(self.index_urls)}: {name}"
+            " (check the name, or pass --index-url)"
+        )
 
 
 def _listing_path(index_urls: tuple[str, ...], name: str) -> Path:
