@@ -48,9 +48,7 @@ def missing_packages() -> list[str]:
         check=False,
     )
     installed = {
-        line.split()[0]
-        for line in result.stdout.splitlines()
-        if line.endswith(" installed")
+        line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")
     }
     return [name for name in names if name not in installed]
 
