@@ -1,7 +1,7 @@
 """A minimal launcher: boot an image, read the agent's Hello, let it power off.
 
-Enough to boot and test images (`pyti image build --boot`, the image e2e tests, the boot
-benchmark). The VM lifecycle (`pyti.machine`) hardens this: QMP, classified ends, caps.
+Enough to boot and test images (the image e2e tests, the boot benchmark). The VM
+lifecycle (`pyti.machine`) hardens this: QMP, classified ends, caps, sandbox.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import logging
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 SCRATCH_MB = 2048  # sparse: costs only what the guest writes
 CONSOLE_CAP = 1 << 20
 CONNECT_POLL = 0.005
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,73 @@ async def _drain_console(stream: trio.SocketStream, sink: bytearray) -> None:
             pass
 
 
+Conversation = Callable[[VmConfig, float], Awaitable[T]]
+
+
+async def _run_vm(
+    image: Image,
+    conversation: Conversation[T],
+    *,
+    setup_disk: Path | None,
+    memory_mb: int,
+    extra_cmdline: str,
+    timeout: float,
+    exit_within: float = 10.0,
+) -> tuple[T, float, bytes]:
+    """Run one VM until it powers off: (what `conversation` returned, seconds, console)."""
+    qemu = which("qemu-system-x86_64")
+    if qemu is None:
+        raise MissingTool("qemu-system-x86_64", install_line(["qemu-system-x86"]))
+    with VmDir.create() as vmdir:
+        scratch = vmdir.path / "scratch.img"
+        make_scratch_disk(scratch)
+        config = VmConfig(
+            qemu=qemu,
+            accel="tcg",
+            memory_mb=memory_mb,
+            cpus=1,
+            kernel=image.kernel,
+            initrd=image.initrd,
+            cmdline=f"{image.cmdline} {extra_cmdline}".strip(),
+            root_disk=image.root,
+            setup_disk=setup_disk,
+            scratch_disk=scratch,
+            serial_socket=vmdir.socket("serial"),
+            console_socket=vmdir.socket("console"),
+            qmp_socket=vmdir.socket("qmp"),
+            sandbox=False,
+        )
+        argv = build_argv(config)
+        log.debug("starting %s", " ".join(argv))
+        console = bytearray()
+        started = time.monotonic()
+        with (vmdir.path / "qemu.log").open("wb") as qemu_log, trio.move_on_after(timeout) as scope:
+            async with trio.open_nursery() as nursery:
+                process = await trio.lowlevel.open_process(
+                    argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT
+                )
+                try:
+                    console_stream = await _connect(config.console_socket, trio.current_time() + 10)
+                    nursery.start_soon(_drain_console, console_stream, console)
+                    result = await conversation(config, started)
+                    with trio.fail_after(exit_within):
+                        await process.wait()
+                    total = time.monotonic() - started
+                finally:
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+                nursery.cancel_scope.cancel()
+        tail = bytes(console[-2000:]).decode("utf-8", "replace")
+        if scope.cancelled_caught:
+            raise GuestCrashed(f"the guest did not finish within {timeout} s; console ends: {tail}")
+        if process.returncode != 0:
+            raise QemuFailed(
+                f"QEMU failed; console ends: {tail}", returncode=process.returncode, log=None
+            )
+        return result, total, bytes(console)
+
+
 async def boot_to_hello(
     image: Image,
     *,
@@ -76,68 +146,49 @@ async def boot_to_hello(
     `trace` adds pyti.trace to the kernel command line: /init and the agent then write
     their guest uptime at each step to the console (see BootResult.console).
     """
-    qemu = which("qemu-system-x86_64")
-    if qemu is None:
-        raise MissingTool("qemu-system-x86_64", install_line(["qemu-system-x86"]))
-    with VmDir.create() as vmdir:
-        scratch = vmdir.path / "scratch.ext4"
-        make_scratch_disk(scratch)
-        config = VmConfig(
-            qemu=qemu,
-            accel="tcg",
-            memory_mb=memory_mb,
-            cpus=1,
-            kernel=image.kernel,
-            initrd=image.initrd,
-            cmdline=image.cmdline + (" pyti.trace" if trace else ""),
-            root_disk=image.root,
-            setup_disk=setup_disk,
-            scratch_disk=scratch,
-            serial_socket=vmdir.socket("serial"),
-            console_socket=vmdir.socket("console"),
-            qmp_socket=vmdir.socket("qmp"),
-            sandbox=False,
-        )
-        argv = build_argv(config)
-        log.debug("starting %s", " ".join(argv))
-        console = bytearray()
-        log_path = vmdir.path / "qemu.log"
-        started = time.monotonic()
-        with log_path.open("wb") as qemu_log, trio.move_on_after(timeout) as scope:
-            async with trio.open_nursery() as nursery:
-                process = await trio.lowlevel.open_process(
-                    argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT
-                )
-                try:
-                    result = await _converse(process, config, console, nursery, started)
-                    with trio.fail_after(10):
-                        await process.wait()
-                    total = time.monotonic() - started
-                finally:
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
-                nursery.cancel_scope.cancel()
-        if scope.cancelled_caught:
-            tail = bytes(console[-2000:]).decode("utf-8", "replace")
-            raise GuestCrashed(f"no Hello and Goodbye within {timeout} s; console ends: {tail}")
-        if process.returncode != 0:
-            raise QemuFailed("QEMU failed", returncode=process.returncode, log=None)
-        hello, at_hello, goodbye = result
-        return BootResult(hello, at_hello, total, goodbye, bytes(console))
+    (hello, at_hello, goodbye), total, console = await _run_vm(
+        image,
+        _hello_then_goodbye,
+        setup_disk=setup_disk,
+        memory_mb=memory_mb,
+        extra_cmdline="pyti.trace" if trace else "",
+        timeout=timeout,
+    )
+    return BootResult(hello, at_hello, total, goodbye, console)
 
 
-async def _converse(
-    process: trio.Process,
-    config: VmConfig,
-    console: bytearray,
-    nursery: trio.Nursery,
-    started: float,
+async def run_script(
+    image: Image,
+    script: str,
+    *,
+    setup_disk: Path | None = None,
+    memory_mb: int = 512,
+    timeout: float = 600.0,
+) -> bytes:
+    """Boot `image` with the guest path `script` run as root in place of the agent (for
+    benchmarks and debugging); return the console output once the guest powered off."""
+    if not script.startswith("/") or any(c.isspace() for c in script):
+        raise ValueError(f"script must be an absolute guest path without spaces: {script!r}")
+
+    async def no_conversation(config: VmConfig, started: float) -> None:
+        return None
+
+    _, _, console = await _run_vm(
+        image,
+        no_conversation,
+        setup_disk=setup_disk,
+        memory_mb=memory_mb,
+        extra_cmdline=f"pyti.exec={script}",
+        timeout=timeout,
+        exit_within=timeout,
+    )
+    return console
+
+
+async def _hello_then_goodbye(
+    config: VmConfig, started: float
 ) -> tuple[Hello, float, Goodbye | None]:
-    deadline = trio.current_time() + 10
-    console_stream = await _connect(config.console_socket, deadline)
-    nursery.start_soon(_drain_console, console_stream, console)
-    stream = await _connect(config.serial_socket, deadline)
+    stream = await _connect(config.serial_socket, trio.current_time() + 10)
     conn = Connection(Role.HOST)
     hello: Hello | None = None
     at_hello = 0.0
