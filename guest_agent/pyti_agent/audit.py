@@ -17,11 +17,13 @@ number for an ordinary file, which must never receive our lines.
 
 from __future__ import annotations
 
-import json
 import os
-import stat
+import stat  # already imported by os: free
 import sys
-from typing import Any
+
+# Nothing else at import time: this module is imported by every Python process of
+# the test venv, and suites check what a bare `import pkg` pulls in (platformdirs
+# asserts that `typing` is not imported). json is imported only when writing.
 
 ENV_FD = "PYTI_RESULT_FD"
 ENV_PIPE_ID = "PYTI_RESULT_PIPE_ID"
@@ -83,11 +85,13 @@ def _result_fd() -> int | None:
     return _state.pipe_fd
 
 
-def emit(record: dict[str, Any]) -> bool:
+def emit(record: dict[str, object]) -> bool:
     """Write one JSON line to the agent's pipe; False when there is no pipe."""
     fd = _result_fd()
     if fd is None:
         return False
+    import json
+
     data = (json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
     try:
         while data:
@@ -124,14 +128,14 @@ def _is_setup_path(path: object) -> bool:
     return (path + "/").startswith(_state.setup_prefix)
 
 
-def _network_detail(event: str, args: tuple[Any, ...]) -> str:
+def _network_detail(event: str, args: tuple[object, ...]) -> str:
     if event == "socket.getaddrinfo":
         return f"getaddrinfo {args[0]!s}:{args[1]!s}"
     where = _describe_address(args[1])
     return f"{event.split('.')[1]} {where}" if where else ""
 
 
-def _written_path(event: str, args: tuple[Any, ...]) -> object:
+def _written_path(event: str, args: tuple[object, ...]) -> object:
     """The path an event writes to, or None when it does not write."""
     if event == "open":
         path, mode, flags = args
@@ -142,7 +146,7 @@ def _written_path(event: str, args: tuple[Any, ...]) -> object:
     return args[index] if len(args) > index else None
 
 
-def _hook(event: str, args: tuple[Any, ...]) -> None:
+def _hook(event: str, args: tuple[object, ...]) -> None:
     # Called for every audit event of the process: return fast when not ours.
     if _state.in_hook or (
         event not in _NETWORK_EVENTS and event != "open" and event not in _WRITE_EVENTS

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import time
 import unittest
-from typing import Any
 
 import _pyti_audit as audit
 
@@ -31,7 +30,7 @@ def truncate(text: str, limit: int = MAX_REPORT) -> str:
     return data[: limit - 32].decode("utf-8", "ignore") + "\n[... truncated by pyti]"
 
 
-def _test_id(test: Any) -> str:
+def _test_id(test: object) -> str:
     try:
         return str(test.id())
     except Exception:  # a hostile or broken id() must not lose the result
@@ -41,12 +40,12 @@ def _test_id(test: Any) -> str:
 class StreamingResult(unittest.TextTestResult):
     """Writes a JSON line for every outcome unittest records (method names are unittest's)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self._started: dict[str, float] = {}
         self.streamed = 0
 
-    def _emit(self, test: Any, outcome: str, report: str = "") -> None:
+    def _emit(self, test: object, outcome: str, report: str = "") -> None:
         nodeid = _test_id(test)
         start = self._started.pop(nodeid, None)
         duration = 0.0 if start is None else time.perf_counter() - start
@@ -60,43 +59,43 @@ class StreamingResult(unittest.TextTestResult):
             }
         )
 
-    def _err_text(self, test: Any, err: Any) -> str:
+    def _err_text(self, test: object, err: object) -> str:
         try:
             return str(self._exc_info_to_string(err, test))  # type: ignore[attr-defined]
         except Exception:
             return "<pyti: the traceback could not be rendered>"
 
-    def startTest(self, test: Any) -> None:
+    def startTest(self, test: object) -> None:
         self._started[_test_id(test)] = time.perf_counter()
         super().startTest(test)
 
-    def addSuccess(self, test: Any) -> None:
+    def addSuccess(self, test: object) -> None:
         super().addSuccess(test)
         self._emit(test, "passed")
 
-    def addFailure(self, test: Any, err: Any) -> None:
+    def addFailure(self, test: object, err: object) -> None:
         super().addFailure(test, err)
         self._emit(test, "failed", self._err_text(test, err))
 
-    def addError(self, test: Any, err: Any) -> None:
+    def addError(self, test: object, err: object) -> None:
         # Also reached for setUpClass/setUpModule failures (an _ErrorHolder) and
         # for modules that failed to import during discovery (_FailedTest).
         super().addError(test, err)
         self._emit(test, "error", self._err_text(test, err))
 
-    def addSkip(self, test: Any, reason: str) -> None:
+    def addSkip(self, test: object, reason: str) -> None:
         super().addSkip(test, reason)
         self._emit(test, "skipped", str(reason))
 
-    def addExpectedFailure(self, test: Any, err: Any) -> None:
+    def addExpectedFailure(self, test: object, err: object) -> None:
         super().addExpectedFailure(test, err)
         self._emit(test, "xfailed", self._err_text(test, err))
 
-    def addUnexpectedSuccess(self, test: Any) -> None:
+    def addUnexpectedSuccess(self, test: object) -> None:
         super().addUnexpectedSuccess(test)
         self._emit(test, "xpassed")
 
-    def addSubTest(self, test: Any, subtest: Any, err: Any) -> None:
+    def addSubTest(self, test: object, subtest: object, err: object) -> None:
         # unittest counts each failing subtest as a failure of its own and does
         # not count passing ones: report the same.
         super().addSubTest(test, subtest, err)

@@ -328,3 +328,24 @@ def test_unittest_runner_passes_with_exit_0(tmp_path: Path) -> None:
 
     assert result.returncode == 0
     assert got.outcomes() == {"test_x.A.test_a": "passed"}
+
+
+def test_the_shim_imports_nothing_a_suite_could_notice(tmp_path: Path) -> None:
+    # Every Python of the test venv imports the audit shim; platformdirs, for one,
+    # asserts that importing it does not pull in `typing`.
+    project = tmp_path / "proj"
+    write(
+        project,
+        {
+            "probe.py": """
+                import sys
+                hooked = "_pyti_audit" in sys.modules
+                extra = sorted({"typing", "json", "re"} & set(sys.modules))
+                print("LOADED" if hooked else "MISSING", extra)
+            """
+        },
+    )
+
+    _, got, _ = run_module(tmp_path, project, "probe")
+
+    assert got.output.decode().strip() == "LOADED []"
