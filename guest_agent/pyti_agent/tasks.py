@@ -260,6 +260,11 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     for note in plan.notes:
         out.note(note)
     out.note(f"prepared the tree in {time.monotonic() - began:.2f} s")
+    uid = user.uid if user.uid is not None else os.getuid()
+    python = "{}.{}.{}".format(*sys.version_info[:3])
+    tz = layout.env().get("TZ", "")
+    environment = f"TZ={tz} tzdata={testrun.tzdata_version()} uid={uid} python={python}"
+    _finding(ctx, "test", "environment", environment)
     out.note("run: " + " ".join(plan.argv))
     counts: Counter[str] = Counter()
 

@@ -77,6 +77,11 @@ PYTEST_VALUE_OPTS = frozenset(
         "--hypothesis-seed", "--hypothesis-profile", "--benchmark-columns",
     }
 )  # fmt: skip
+CACHE_OPTIONS = frozenset(
+    {"--lf", "--last-failed", "--ff", "--failed-first", "--nf", "--new-first", "--cache-clear"}
+    | {"--cache-show", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip", "--lfnf"}
+    | {"--last-failed-no-failures"}
+)
 UNITTEST_PATH_OPTS = frozenset({"-s", "--start-directory", "-t", "--top-level-directory"})
 TEST_DIRS = ("tests", "test", "testing")
 
@@ -432,12 +437,29 @@ _UNITTEST_CMD = re.compile(r"-m\s+unittest\b(.*)")
 _PYTEST_CMD = re.compile(r"(?:^|[\s/])(?:py\.test|pytest)\b")
 
 
+_NOT_TEST_ENVS = re.compile(r"lint|doc|type|mypy|flake|style|fmt|format|pre-commit|release|build")
+
+
+def tox_commands(path: Path) -> list[str]:
+    """`commands` of tox.ini's [testenv] and of test-like [testenv:NAME] sections."""
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read_string(path.read_text(errors="replace"))
+    except (OSError, configparser.Error):
+        return []
+    commands = []
+    for section in parser.sections():
+        name = section.partition(":")[2]
+        if section == "testenv" or (
+            section.startswith("testenv:") and not _NOT_TEST_ENVS.search(name)
+        ):
+            commands.append(parser.get(section, "commands", fallback=""))
+    return commands
+
+
 def detect_unittest(root: Path) -> tuple[str, ...] | None:
     """The unittest arguments when tox.ini or a Makefile run `python -m unittest`, else None."""
-    texts = []
-    tox = _ini_section(root / "tox.ini", "testenv") if (root / "tox.ini").is_file() else None
-    if tox:
-        texts.append(tox.get("commands", ""))
+    texts = tox_commands(root / "tox.ini") if (root / "tox.ini").is_file() else []
     makefile = root / "Makefile"
     if makefile.is_file():
         with contextlib.suppress(OSError):
@@ -450,6 +472,16 @@ def detect_unittest(root: Path) -> tuple[str, ...] | None:
             args = [a for a in _split(match.group(1).split("\n", 1)[0]) if not a.startswith("{")]
             return tuple(a for a in args if a not in {";", "&&", "|", "||"})
     return None
+
+
+def tzdata_version(zoneinfo: Path = Path("/usr/share/zoneinfo")) -> str:
+    """The system tzdata release ("2025b"), which zone-dependent tests see."""
+    try:
+        with (zoneinfo / "tzdata.zi").open(errors="replace") as f:
+            first = f.readline(200)
+    except OSError:
+        return "unknown"
+    return first.removeprefix("# version").strip() or "unknown"
 
 
 # ---------------------------------------------------------------- arguments
@@ -594,6 +626,10 @@ def plan_tests(
                 args += ["--ignore", "src"]
         args += targets
     base = [python, "-m", "pytest", "-p", "_pyti_pytest_plugin", "-p", "no:cacheprovider"]
+    if any(a.split("=", 1)[0] in CACHE_OPTIONS for a in [*config.addopts, *args]):
+        # These options need the cache plugin ("-p no:cacheprovider" would make them
+        # unknown): keep it, with its directory out of the source tree.
+        base[-2:] = ["-o", f"cache_dir={venv.parent / 'tmp' / 'pytest-cache'}"]
     # Options from the project's config (addopts) cannot be filtered out: override them.
     if (site_dir / "xdist").is_dir():
         # Not "-p no:xdist": a `-n auto` in addopts would then be an unknown option,

@@ -178,6 +178,8 @@ def test_install_then_unittest_on_the_installed_copy_of_a_flat_layout(tmp_path: 
     assert len(paths) == 1
     assert paths[0].startswith("flatpkg -> ") and "site-packages" in paths[0]
     assert "moved flatpkg aside" in host.output("test")
+    [environment] = [f.detail for f in host.of(Finding) if f.kind == "environment"]
+    assert environment.startswith("TZ=UTC tzdata=")
     assert isinstance(tested, TaskFinished)
 
 

@@ -159,6 +159,40 @@ def test_xdist_and_coverage_options_are_dropped_and_overridden(tree) -> None:
     assert pytest_args(p) == ["-x", "tests", "-k", "fast", "-n", "0", "--no-cov"]
 
 
+def test_cache_options_in_addopts_keep_the_cache_plugin_out_of_the_tree(tree) -> None:
+    root, venv, site_dir = tree
+    write(root, {"pytest.ini": "[pytest]\naddopts = --ff -ra\n"})
+
+    p = plan(root, venv, site_dir)
+
+    assert p.argv[3:7] == (
+        "-p",
+        "_pyti_pytest_plugin",
+        "-o",
+        f"cache_dir={venv.parent}/tmp/pytest-cache",
+    )
+
+
+def test_tox_testenv_sections_other_than_lint_decide_the_runner(tree) -> None:
+    root, venv, site_dir = tree
+    write(
+        root,
+        {
+            "tox.ini": """
+                [testenv:lint]
+                commands = pytest --flake8
+                [testenv:py311-unit]
+                commands = coverage run -m unittest discover -v {posargs}
+            """
+        },
+    )
+
+    p = plan(root, venv, site_dir)
+
+    assert p.runner == "unittest"
+    assert p.argv[3:] == ("discover", "-v")
+
+
 def test_explicit_targets_into_the_moved_package_are_rewritten(tree) -> None:
     root, venv, site_dir = tree
 
