@@ -27,7 +27,7 @@ def fake_image(
     *,
     suite: str = "bookworm",
     built_at: str = "2026-01-01T00:00:00Z",
-    base_key: str = "b" * 64,
+    root_key: str = "b" * 64,
 ) -> Path:
     directory = cache.images_dir() / name
     directory.mkdir(parents=True)
@@ -42,7 +42,8 @@ def fake_image(
         "name": name,
         "suite": suite,
         "image_id": "a" * 64,
-        "base_key": base_key,
+        "root_key": root_key,
+        "kernel_key": "k" * 64,
         "python_version": "3.11.2",
         "platform_tag": "x86_64-manylinux_2_36",
         "kernel_version": "6.1.0-50-amd64",
@@ -121,14 +122,15 @@ def test_rm_of_an_unknown_name_lists_the_installed_ones() -> None:
         remove_images(["bookworm-nope"])
 
 
-def test_unused_bases_go_and_used_ones_stay() -> None:
-    fake_image("bookworm-000000000000", base_key="b" * 64)
+def test_unused_parts_go_and_used_ones_stay() -> None:
+    fake_image("bookworm-000000000000", root_key="b" * 64)
     bases = cache.images_dir() / cache.BASE_DIR
-    (bases / f"bookworm-{'b' * 12}").mkdir(parents=True)
-    (bases / f"bookworm-{'c' * 12}").mkdir()
-    (bases / f"bookworm-{'c' * 12}" / "root.sqfs").write_bytes(b"x" * 10)
-    assert remove_unused_bases() == 10
-    assert sorted(p.name for p in bases.iterdir()) == [f"bookworm-{'b' * 12}"]
+    used = [f"root-bookworm-{'b' * 12}", f"kernel-bookworm-{'k' * 12}"]
+    for name in [*used, f"root-bookworm-{'c' * 12}", f"root-trixie-{'b' * 12}"]:
+        (bases / name).mkdir(parents=True)
+        (bases / name / "root.sqfs").write_bytes(b"x" * 10)
+    assert remove_unused_bases() == 20
+    assert sorted(p.name for p in bases.iterdir()) == sorted(used)
 
 
 def test_prune_keeps_the_newest_old_images_of_the_suite() -> None:

@@ -74,3 +74,11 @@ def test_dependency_cycle_is_a_build_failure() -> None:
 def test_each_module_is_listed_once() -> None:
     order = index().resolve(["virtio_mmio", "virtio_blk", "virtio_mmio"])
     assert len(order) == len(set(order))
+
+
+def test_optional_module_is_skipped_when_the_kernel_lacks_it() -> None:
+    assert index().resolve(["pvpanic_mmio?", "virtio_ring"]) == ["virtio_ring"]
+
+
+def test_optional_module_is_loaded_when_present() -> None:
+    assert index().resolve(["virtio?"]) == ["virtio_ring", "virtio"]

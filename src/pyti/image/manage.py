@@ -35,7 +35,7 @@ class ImageSummary:
 
 def _current_names() -> set[str]:
     sources = Sources.locate()
-    return {cache.image_name(suite, keys(get_suite(suite), sources)[1]) for suite in SUITES}
+    return {cache.image_name(suite, keys(get_suite(suite), sources).image) for suite in SUITES}
 
 
 def list_images() -> list[ImageSummary]:
@@ -84,11 +84,13 @@ def remove_images(names: list[str], *, suite: str | None = None, everything: boo
 
 
 def remove_unused_bases() -> int:
-    """Remove bases that no image links to any more; return bytes freed."""
+    """Remove root and kernel parts that no image uses any more; return bytes freed."""
     in_use = set()
     for _, manifest in cache.installed():
         if manifest is not None:
-            in_use.add(f"{manifest.get('suite')}-{str(manifest.get('base_key', ''))[:12]}")
+            for kind in ("root", "kernel"):
+                key = str(manifest.get(f"{kind}_key", ""))[:12]
+                in_use.add(f"{kind}-{manifest.get('suite')}-{key}")
     base_dir = cache.images_dir() / cache.BASE_DIR
     freed = 0
     if base_dir.is_dir():

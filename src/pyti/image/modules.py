@@ -86,7 +86,10 @@ class ModuleIndex:
         return candidates[0] if candidates else None
 
     def resolve(self, wanted: list[str]) -> list[str]:
-        """Names to insmod, dependencies first; built-in names are left out."""
+        """Names to insmod, dependencies first; built-in names are left out.
+
+        A name ending in `?` is optional: left out when this kernel has no such module.
+        """
         order: list[str] = []
         seen: set[str] = set()
 
@@ -106,8 +109,11 @@ class ModuleIndex:
             seen.add(name)
             order.append(name)
 
-        for name in wanted:
-            visit(name.replace("-", "_"), ())
+        for entry in wanted:
+            name = entry.rstrip("?").replace("-", "_")
+            if entry.endswith("?") and name not in self.paths:
+                continue
+            visit(name, ())
         return order
 
 

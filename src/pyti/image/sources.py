@@ -1,8 +1,9 @@
 """What goes into an image, and the content hashes that key the cache.
 
-Two keys: the *base* (root filesystem, kernel, modules: ~1 min to build) hashes the suite,
-its package list, the module list and the scripts that make them; the *image* id adds the
-initramfs inputs (/init, the agent, the codec), which rebuild in about a second.
+Three keys: the *root* part (root.sqfs, ~1 min to build) hashes the suite, its package
+list, the customize hook, rootfs.py and the uv version; the *kernel* part (vmlinux, modules,
+busybox, ~10 s) the suite, the module list and the kernel scripts; the *image* id adds the
+initramfs inputs (/init, the agent, the codec) to both, which rebuild in about a second.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pyti.paths import repo_root
 _IMAGE_MODULE_DIR = Path(__file__).resolve().parent
 _PROTOCOL_DIR = _IMAGE_MODULE_DIR.parent / "protocol"
 
-# Changing how the base is built changes the base, so these scripts are part of its key.
-_BASE_SCRIPTS = ("rootfs.py", "debs.py", "kernel.py", "modules.py")
+# Changing how a part is built changes the part, so these scripts are part of its key.
+_ROOT_SCRIPTS = ("rootfs.py",)
+_KERNEL_SCRIPTS = ("debs.py", "kernel.py", "modules.py", "kernelpart.py")
 _IMAGE_SCRIPTS = ("initramfs.py", "cpio.py", "pycompile.py")
 
 
@@ -47,15 +49,17 @@ class Sources:
     def python_files(self, directory: Path) -> list[Path]:
         return sorted(p for p in directory.rglob("*.py") if "__pycache__" not in p.parts)
 
-    def base_inputs(self, suite: str, uv_version: str) -> list[tuple[str, bytes]]:
+    def root_inputs(self, suite: str, uv_version: str) -> list[tuple[str, bytes]]:
         inputs = [("suite", suite.encode()), ("uv", uv_version.encode())]
-        for path in (
-            self.packages_file(suite),
-            self.images / "modules.txt",
-            self.images / "customize.sh",
-        ):
+        for path in (self.packages_file(suite), self.images / "customize.sh"):
             inputs.append((path.name, path.read_bytes()))
-        inputs.extend((name, (_IMAGE_MODULE_DIR / name).read_bytes()) for name in _BASE_SCRIPTS)
+        inputs.extend((name, (_IMAGE_MODULE_DIR / name).read_bytes()) for name in _ROOT_SCRIPTS)
+        return inputs
+
+    def kernel_inputs(self, suite: str) -> list[tuple[str, bytes]]:
+        inputs = [("suite", suite.encode())]
+        inputs.append(("modules.txt", (self.images / "modules.txt").read_bytes()))
+        inputs.extend((name, (_IMAGE_MODULE_DIR / name).read_bytes()) for name in _KERNEL_SCRIPTS)
         return inputs
 
     def image_inputs(self) -> list[tuple[str, bytes]]:
