@@ -7,7 +7,6 @@ and powers the machine off when it returns, whatever it returns.
 from __future__ import annotations
 
 import os
-import queue
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ from .port import find_port
 
 HEARTBEAT_SECONDS = 2.0
 GOODBYE_LINGER = 2.0
-IMAGE_INFO = "/opt/pyti/image.json"
+IMAGE_ID = "/opt/pyti/image_id"  # written by the image build
 SETUP_DIR = "/mnt/setup"
 WORK_DIR = "/home/pyti/work"
 PYTI_UID = 1000  # the user images/customize.sh creates
@@ -52,13 +51,7 @@ def _read(path: str, default: str = "") -> str:
 
 
 def image_id() -> str:
-    text = _read(IMAGE_INFO)
-    if not text:
-        return "unknown"
-    import json
-
-    info = json.loads(text)
-    return str(info.get("image_id", "unknown"))[:128]
+    return _read(IMAGE_ID, "unknown")[:128] or "unknown"
 
 
 def hello() -> Hello:
@@ -81,9 +74,29 @@ def _heartbeat(port: GuestPort, stop: threading.Event) -> None:
             return
 
 
+class _Mailbox:
+    """Hands the host's Start (or None: cancelled or closed first) to the main thread once.
+
+    (queue.Queue would do, but its import is paid on every boot under TCG.)
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Event()
+        self._start: Start | None = None
+
+    def put(self, start: Start | None) -> None:
+        if not self._ready.is_set():
+            self._start = start
+            self._ready.set()
+
+    def get(self) -> Start | None:
+        self._ready.wait()
+        return self._start
+
+
 def _reader(
     port: GuestPort,
-    starts: queue.Queue[Start | None],
+    starts: _Mailbox,
     cancelled: threading.Event,
     closed: threading.Event,
 ) -> None:
@@ -179,14 +192,18 @@ def main() -> int:
     trace("imported")
     _protect_from_oom()
     fd = os.open(find_port(), os.O_RDWR | os.O_CLOEXEC)
-    port = GuestPort(fd)
+    return serve(GuestPort(fd))
+
+
+def serve(port: GuestPort) -> int:
+    """The conversation: Hello, heartbeats, the tasks of Start, Goodbye; the exit status."""
     port.send(hello())
     trace("hello")
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(port, stop), daemon=True).start()
     cancelled = threading.Event()
     closed = threading.Event()
-    starts: queue.Queue[Start | None] = queue.Queue()
+    starts = _Mailbox()
     reader = threading.Thread(target=_reader, args=(port, starts, cancelled, closed), daemon=True)
     reader.start()
     start = starts.get()

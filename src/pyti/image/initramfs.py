@@ -35,6 +35,7 @@ def entries(
     out.append(cpio.file("lib/modules/load.order", "".join(f"{n}\n" for n in load_order).encode()))
     info = json.dumps(image_info, sort_keys=True).encode()
     out.append(cpio.file("opt/pyti/image.json", info))
+    out.append(cpio.file("opt/pyti/image_id", image_info["image_id"].encode()))
     python: dict[str, bytes] = {"opt/pyti/pyti/__init__.py": b""}
     python.update(_tree(sources.agent, "opt/pyti/pyti_agent", sources))
     python.update(_tree(sources.protocol, "opt/pyti/pyti/protocol", sources))
