@@ -464,3 +464,22 @@ def alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_without_the_venv_module_uv_makes_the_venv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import venv
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ImportError("no venv module in this image")
+
+    monkeypatch.setattr(venv.EnvBuilder, "create", broken)
+    manifest = flat_setup(tmp_path)
+    host = FakeHost()
+
+    finished = tasks.run_task("install", context(tmp_path, manifest, host))
+
+    assert finished.outcome == "passed", host.output("install")
+    assert "using uv venv" in host.output("install")
+    assert "Creating virtual environment" in host.output("install")  # uv's own words
