@@ -36,6 +36,7 @@ T = TypeVar("T")
 class BootResult:
     hello: Hello
     seconds_to_hello: float  # QEMU start -> Hello decoded on the host
+    cpu_to_hello: float | None  # QEMU's CPU seconds (user + system) by then: load-independent
     seconds_total: float  # QEMU start -> QEMU exited after Goodbye
     goodbye: Goodbye | None
     console: bytes
@@ -66,7 +67,19 @@ async def _drain_console(stream: trio.SocketStream, sink: bytearray) -> None:
             pass
 
 
-Conversation = Callable[[VmConfig, float], Awaitable[T]]
+Conversation = Callable[[VmConfig, float, int], Awaitable[T]]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (None once it is gone)."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _run_vm(
@@ -114,7 +127,7 @@ async def _run_vm(
                 try:
                     console_stream = await _connect(config.console_socket, trio.current_time() + 10)
                     nursery.start_soon(_drain_console, console_stream, console)
-                    result = await conversation(config, started)
+                    result = await conversation(config, started, process.pid)
                     with trio.fail_after(exit_within):
                         await process.wait()
                     total = time.monotonic() - started
@@ -146,7 +159,7 @@ async def boot_to_hello(
     `trace` adds pyti.trace to the kernel command line: /init and the agent then write
     their guest uptime at each step to the console (see BootResult.console).
     """
-    (hello, at_hello, goodbye), total, console = await _run_vm(
+    (hello, at_hello, cpu, goodbye), total, console = await _run_vm(
         image,
         _hello_then_goodbye,
         setup_disk=setup_disk,
@@ -154,7 +167,7 @@ async def boot_to_hello(
         extra_cmdline="pyti.trace" if trace else "",
         timeout=timeout,
     )
-    return BootResult(hello, at_hello, total, goodbye, console)
+    return BootResult(hello, at_hello, cpu, total, goodbye, console)
 
 
 async def run_script(
@@ -170,7 +183,7 @@ async def run_script(
     if not script.startswith("/") or any(c.isspace() for c in script):
         raise ValueError(f"script must be an absolute guest path without spaces: {script!r}")
 
-    async def no_conversation(config: VmConfig, started: float) -> None:
+    async def no_conversation(config: VmConfig, started: float, pid: int) -> None:
         return None
 
     _, _, console = await _run_vm(
@@ -186,12 +199,13 @@ async def run_script(
 
 
 async def _hello_then_goodbye(
-    config: VmConfig, started: float
-) -> tuple[Hello, float, Goodbye | None]:
+    config: VmConfig, started: float, pid: int
+) -> tuple[Hello, float, float | None, Goodbye | None]:
     stream = await _connect(config.serial_socket, trio.current_time() + 10)
     conn = Connection(Role.HOST)
     hello: Hello | None = None
     at_hello = 0.0
+    cpu: float | None = None
     goodbye: Goodbye | None = None
     async with stream:
         while goodbye is None:
@@ -202,10 +216,10 @@ async def _hello_then_goodbye(
             if event is CLOSED:
                 break
             if isinstance(event, Hello):
-                hello, at_hello = event, time.monotonic() - started
+                hello, at_hello, cpu = event, time.monotonic() - started, cpu_seconds(pid)
                 await stream.send_all(conn.send(Start(run_id=uuid.uuid4().hex, tasks=())))
             elif isinstance(event, Goodbye):
                 goodbye = event
     if hello is None:
         raise GuestCrashed("the guest closed its port before Hello")
-    return hello, at_hello, goodbye
+    return hello, at_hello, cpu, goodbye
