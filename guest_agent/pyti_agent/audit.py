@@ -139,7 +139,7 @@ def _written_path(event: str, args: tuple[object, ...]) -> object:
     """The path an event writes to, or None when it does not write."""
     if event == "open":
         path, mode, flags = args
-        if mode is not None:
+        if isinstance(mode, str):
             return path if any(c in mode for c in "wax+") else None
         return path if isinstance(flags, int) and flags & _WRITE_FLAGS else None
     index = _WRITE_EVENTS[event]

@@ -531,15 +531,36 @@ def pytest_positionals(args: Sequence[str]) -> list[int]:
     return found
 
 
-def rewrite_target(target: str, moved: Sequence[str], site_dir: Path, src_layout: bool) -> str:
-    """A test path into the moved-aside (or src/) package -> the installed copy."""
-    path, sep, rest = target.partition("::")
-    parts = Path(path).parts
-    if src_layout and len(parts) >= 2 and parts[0] == "src":
-        parts = parts[1:]
-    if parts and (parts[0] in moved or (parts[0].endswith(".py") and parts[0][:-3] in moved)):
-        return str(site_dir.joinpath(*parts)) + sep + rest
-    return target
+@dataclass(frozen=True)
+class Retarget:
+    """Test paths into the source package (moved aside, or under src/) -> the installed copy."""
+
+    site_dir: Path
+    moved: Sequence[str]
+    top_levels: Sequence[str]
+    src_layout: bool
+
+    def __call__(self, target: str) -> list[str]:
+        path, sep, rest = target.partition("::")
+        parts = Path(path).parts
+        names = self.moved
+        if self.src_layout and parts and parts[0] == "src":
+            if len(parts) == 1:  # all of src/: every installed top-level module
+                found = [self._installed(n) for n in self.top_levels]
+                return [str(p) for p in found if p is not None] or [target]
+            parts, names = parts[1:], self.top_levels
+        if parts and (parts[0] in names or (parts[0].endswith(".py") and parts[0][:-3] in names)):
+            return [str(self.site_dir.joinpath(*parts)) + sep + rest]
+        return [target]
+
+    def _installed(self, name: str) -> Path | None:
+        for candidate in (self.site_dir / name, self.site_dir / f"{name}.py"):
+            if candidate.exists():
+                return candidate
+        return None
+
+    def all(self, targets: Iterable[str]) -> list[str]:
+        return [new for target in targets for new in self(target)]
 
 
 @dataclass(frozen=True)
@@ -559,13 +580,12 @@ def _unittest_args(
     *,
     root: Path,
     site_dir: Path,
-    moved: Sequence[str],
-    src_layout: bool,
+    retarget: Retarget,
     tests_inside: Sequence[Path],
 ) -> list[str]:
     for i, arg in enumerate(args[:-1]):
         if arg in UNITTEST_PATH_OPTS:
-            args[i + 1] = rewrite_target(args[i + 1], moved, site_dir, src_layout)
+            args[i + 1] = retarget(args[i + 1])[0]
     has_root_tests = any((root / d).is_dir() for d in TEST_DIRS)
     if not args and tests_inside and not has_root_tests:
         # `python -m unittest` from the root would have found pkg/tests in the
@@ -595,13 +615,13 @@ def plan_tests(
     src_layout = (root / "src").is_dir() and any((root / "src" / n).exists() for n in top_levels)
     installed = [site_dir / n for n in top_levels if (site_dir / n).is_dir()]
     tests_inside = [p for p in installed if has_tests(p)]
+    retarget = Retarget(site_dir, tuple(moved), tuple(top_levels), src_layout)
     if runner == "unittest":
         args = _unittest_args(
             [*(runner_args or unittest_args or ()), *test_args],
             root=root,
             site_dir=site_dir,
-            moved=moved,
-            src_layout=src_layout,
+            retarget=retarget,
             tests_inside=tests_inside,
         )
         argv = (python, "-m", "_pyti_unittest_runner", *args)
@@ -610,13 +630,14 @@ def plan_tests(
     config = read_pytest_config(root)
     args = list(drop_parallel_and_coverage([*runner_args, *test_args]))
     positions = pytest_positionals(args)
-    for i in positions:
-        args[i] = rewrite_target(args[i], moved, site_dir, src_layout)
+    if positions:
+        chosen = set(positions)
+        args = [new for i, a in enumerate(args) for new in (retarget(a) if i in chosen else [a])]
     doctests = "--doctest-modules" in args or "--doctest-modules" in config.addopts
     if not positions:
         targets: list[str] = []
         if config.testpaths:
-            rewritten = [rewrite_target(t, moved, site_dir, src_layout) for t in config.testpaths]
+            rewritten = retarget.all(config.testpaths)
             if rewritten != list(config.testpaths):
                 targets = rewritten  # pytest reads testpaths only without targets: pass them all
         elif tests_inside or (doctests and (moved or src_layout)):

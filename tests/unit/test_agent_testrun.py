@@ -143,6 +143,21 @@ def test_src_layout_doctests_ignore_the_source_tree(tree) -> None:
     ]
 
 
+def test_src_layout_testpaths_point_at_the_installed_package(tree) -> None:
+    root, venv, site_dir = tree
+    toml = (
+        "[tool.pytest.ini_options]\ntestpaths = ['tests', 'src']\naddopts = '--doctest-modules'\n"
+    )
+    write(root, {"pyproject.toml": toml, "src/pkg/__init__.py": "", "src/pkg/mod.py": ""})
+    write(site_dir, {"pkg/__init__.py": "", "helper.py": ""})
+
+    p = plan(root, venv, site_dir, top_levels=("helper", "pkg"))
+    explicit = plan(root, venv, site_dir, test_args=("src/pkg/mod.py",))
+
+    assert pytest_args(p) == ["tests", str(site_dir / "helper.py"), str(site_dir / "pkg")]
+    assert pytest_args(explicit) == [str(site_dir / "pkg" / "mod.py")]
+
+
 def test_xdist_and_coverage_options_are_dropped_and_overridden(tree) -> None:
     root, venv, site_dir = tree
     write(site_dir, {"xdist/__init__.py": "", "pytest_cov/__init__.py": ""})
