@@ -55,6 +55,9 @@ MAX_LINE = 64 << 10
 MAX_REPORT = 16 << 10
 MAX_NODEID = 4096
 MAX_RESULTS = 200_000
+# What all results of a run may carry (node ids + reports): well under the channel's
+# 1 GiB per run, so a flood of results ends in dropped reports, not a killed channel.
+MAX_RESULT_BYTES = 256 << 20
 MAX_FINDINGS = 256
 MAX_DETAIL = 2048
 
@@ -132,6 +135,7 @@ class ResultReader(threading.Thread):
         self.on_finding = on_finding
         self.stats = PipeStats()
         self._seen_findings: set[tuple[str, str]] = set()
+        self._budget = MAX_RESULT_BYTES
 
     def run(self) -> None:
         buffer = b""
@@ -220,8 +224,15 @@ class ResultReader(threading.Thread):
         if self.stats.results >= MAX_RESULTS:
             self.stats.dropped += 1
             return True
+        report = _truncate(report, MAX_REPORT)
+        if len(nodeid) + len(report) > self._budget:
+            report = ""  # keep the outcome, lose the text
+            if len(nodeid) > self._budget:
+                self.stats.dropped += 1
+                return True
+        self._budget -= len(nodeid) + len(report)
         self.stats.results += 1
-        self.on_result(ResultLine(nodeid, outcome, seconds, _truncate(report, MAX_REPORT)))
+        self.on_result(ResultLine(nodeid, outcome, seconds, report))
         return True
 
 

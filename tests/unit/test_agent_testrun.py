@@ -358,3 +358,21 @@ def test_safe_extract_unpacks_an_ordinary_sdist(tmp_path: Path) -> None:
     root = testrun.sdist_root(tmp_path / "out")
     assert root == (tmp_path / "out" / "pkg-1.0").resolve() or root == tmp_path / "out" / "pkg-1.0"
     assert (root / "pkg" / "__init__.py").read_bytes() == b"data"
+
+
+def test_result_reader_keeps_outcomes_but_drops_reports_past_the_byte_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(testrun, "MAX_RESULT_BYTES", 100)
+    line = {"nodeid": "t.py::a", "outcome": "failed", "duration": 0.1, "report": "r" * 60}
+    lines = [json.dumps({**line, "nodeid": f"t.py::{i}"}).encode() + b"\n" for i in range(4)]
+
+    results, _, stats = read_lines(lines)
+
+    assert [(r.nodeid, len(r.report)) for r in results] == [
+        ("t.py::0", 60),
+        ("t.py::1", 0),
+        ("t.py::2", 0),
+        ("t.py::3", 0),
+    ]
+    assert stats.dropped == 0
