@@ -24,6 +24,7 @@ import argparse
 import collections
 import configparser
 import json
+import logging
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ import trio
 from pyti.setup import SetupDisk, prepare, target_for_python
 from pyti.setup.download import cache_path
 from pyti.setup.resolve import uv_binary
+
+log = logging.getLogger("fidelity")
 
 DEFAULT_PACKAGES = (
     "iniconfig",
@@ -226,32 +229,38 @@ def top_levels(site: Path, name: str) -> list[str]:
     return []
 
 
-def pytest_config(root: Path) -> tuple[Path | None, list[str]]:
-    """The config file pytest would pick at the root, and its testpaths."""
+def _words(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else str(value or "").split()
+
+
+def pytest_config(root: Path) -> tuple[Path | None, list[str], list[str]]:
+    """The config file pytest would pick at the root, its testpaths and addopts."""
     for name in ("pytest.ini", ".pytest.ini"):
         if (root / name).is_file():
-            return root / name, _ini_testpaths(root / name, "pytest")
+            return root / name, *_ini_options(root / name, "pytest")
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         tool = tomllib.loads(pyproject.read_text()).get("tool", {}).get("pytest", {})
-        options = tool.get("ini_options") if isinstance(tool, dict) else None
-        if isinstance(options, dict):
-            paths = options.get("testpaths", [])
-            return pyproject, list(paths) if isinstance(paths, list) else str(paths).split()
+        # pytest 9 also reads native TOML keys straight under [tool.pytest].
+        options = tool.get("ini_options", tool) if isinstance(tool, dict) else None
+        if isinstance(options, dict) and options:
+            testpaths, addopts = options.get("testpaths"), options.get("addopts")
+            return pyproject, _words(testpaths), _words(addopts)
     for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
         path = root / name
         if path.is_file():
             parser = configparser.RawConfigParser(strict=False)
             parser.read_string(path.read_text())
             if parser.has_section(section):
-                return path, _ini_testpaths(path, section)
-    return None, []
+                return path, *_ini_options(path, section)
+    return None, [], []
 
 
-def _ini_testpaths(path: Path, section: str) -> list[str]:
+def _ini_options(path: Path, section: str) -> tuple[list[str], list[str]]:
     parser = configparser.RawConfigParser(strict=False)
     parser.read_string(path.read_text())
-    return parser.get(section, "testpaths", fallback="").split()
+    testpaths = parser.get(section, "testpaths", fallback="")
+    return testpaths.split(), parser.get(section, "addopts", fallback="").split()
 
 
 def unittest_args(root: Path) -> list[str] | None:
@@ -327,7 +336,7 @@ def plan_native(
         if not args and inside and not any((root / d).is_dir() for d in ("tests", "test")):
             args = ["discover", "-s", str(inside[0]), "-t", str(site)]
         return "unittest", [python, str(work / "plugins" / "fidelity_unittest.py"), *args], notes
-    config, testpaths = pytest_config(root)
+    config, testpaths, addopts = pytest_config(root)
     argv = [python, "-m", "pytest", "-p", "fidelity_plugin", "-p", "no:cacheprovider"]
     argv += ["--rootdir", str(root)]
     if config is not None:
@@ -341,8 +350,12 @@ def plan_native(
     if not args:
         if testpaths:
             args = [str(site / t) if t.split("/")[0] in moved else t for t in testpaths]
-        elif inside:
-            args = ["."] + [str(p) for p in inside]
+        elif inside or ("--doctest-modules" in addopts and moved):
+            # The maintainers' run collects the package's tests (or doctests) in the
+            # source tree; here they come from the installed copy, same node ids.
+            installed = [site / n for n in names if (site / n).is_dir()]
+            doctests = "--doctest-modules" in addopts
+            args = ["."] + [str(p) for p in (installed if doctests else inside)]
     return "pytest", argv + args, notes
 
 
@@ -393,7 +406,7 @@ def run_native(disk: SetupDisk, work: Path) -> Side:
 # ---------------------------------------------------------------- comparison
 
 
-def compare(package: str, saved: Path | None = None) -> PackageResult:
+def compare(package: str, saved: Path | None = None, keep: bool = False) -> PackageResult:
     result = PackageResult(package)
     start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f"pyti-fidelity-{package}-"))
@@ -406,7 +419,8 @@ def compare(package: str, saved: Path | None = None) -> PackageResult:
         for test in tests if isinstance(tests, list) else []:
             result.pyti.add(str(test["nodeid"]), str(test["outcome"]))
         result.pyti.note = f"run {data.get('id')} {data.get('outcome')}"
-        spec = f"{package}=={result.version}" if result.version else package
+        # The spec pyti ran: the same manifest, so the same setup disk digest.
+        spec = str(data.get("spec") or package)
         disk = trio.run(_prepare, spec)
         if disk.digest != data.get("setup_digest"):
             result.pyti.note += "; setup disk rebuilt with another digest"
@@ -417,7 +431,10 @@ def compare(package: str, saved: Path | None = None) -> PackageResult:
     except Exception as exc:  # a benchmark reports a broken package and goes on
         result.error = f"{type(exc).__name__}: {exc}"
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            log.warning("kept %s", work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
         result.seconds = time.monotonic() - start
     return result
 
@@ -477,10 +494,14 @@ def main() -> None:
         type=Path,
         help="a directory for pyti's JSON per package: reused when present (native-side work)",
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp dirs (to look at a difference)"
+    )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = []
     for package in [p.strip() for p in args.packages.split(",") if p.strip()]:
-        result = compare(package, args.pyti_results)
+        result = compare(package, args.pyti_results, args.keep)
         print(
             f"{package}: {len(result.differences)} differences "
             f"({result.seconds:.0f} s) {result.error or ''}".rstrip(),

@@ -37,8 +37,7 @@ def test_pyproject_extras_groups_and_tool_pyti() -> None:
         "tomli-w",  # from the package's own [toml] extra, named by its tests extra
         "pytest-timeout",
         "ruff",  # include-group lint, via test
-        "pre-commit",
-        "pytest-mock",
+        "pytest-mock",  # not pre-commit: the dev group is not read when a test group exists
     )
     assert config.runner == "pytest"
     assert config.runner_args == ("-k", "not slow", "tests")
@@ -47,6 +46,33 @@ def test_pyproject_extras_groups_and_tool_pyti() -> None:
         "[tool.pyti] may not set 'accel'; ignored",
         "[tool.pyti] may not set 'timeout'; ignored",
     ]
+
+
+DEV_ONLY = b"""
+[project]
+name = "devonly"
+version = "1"
+[dependency-groups]
+dev = ["pytest-mock", "pre-commit-uv"]
+"""
+
+
+def test_dev_group_is_read_when_no_test_group_or_extra_exists() -> None:
+    config = extract({"pyproject.toml": DEV_ONLY}, package="devonly", target=PY311)
+    assert config.requirements == ("pytest", "pytest-mock", "pre-commit-uv")
+
+
+@pytest.mark.parametrize(
+    "pyproject",
+    [
+        DEV_ONLY + b'[project.optional-dependencies]\ntest = ["hypothesis"]\n',
+        DEV_ONLY.replace(b"dev = [", b'tests = ["hypothesis"]\ndev = ['),
+    ],
+    ids=["test-extra", "tests-group"],
+)
+def test_dev_group_is_ignored_next_to_a_test_extra_or_group(pyproject: bytes) -> None:
+    config = extract({"pyproject.toml": pyproject}, package="devonly", target=PY311)
+    assert config.requirements == ("pytest", "hypothesis")
 
 
 def test_setup_cfg_extras_and_requirements_files() -> None:

@@ -1,6 +1,7 @@
 """Test dependencies and the test command, read statically from an sdist's files.
 
-Sources, in order: extras test/tests/testing, PEP 735 groups test/tests/testing/dev,
+Sources, in order: extras test/tests/testing, PEP 735 groups test/tests/testing (or dev
+when there is no test group or extra),
 requirements-test*.txt, test-requirements.txt, requirements/test*.txt, tox.ini
 `deps` (with its `-r` files) and its `commands`, a package's `[tool.pyti]`,
 and pytest always. Nothing here runs package code.
@@ -308,8 +309,15 @@ def extract(
     pyproject: dict[str, Any] = {}
     if "pyproject.toml" in members:
         pyproject = load_toml("pyproject.toml", members["pyproject.toml"])
-    _add_extras(found, _extras(members, pyproject, metadata, target))
-    for group in TEST_GROUPS:
+    extras = _extras(members, pyproject, metadata, target)
+    _add_extras(found, extras)
+    # `dev` often adds tools whose .pth files run in every interpreter (pre-commit-uv
+    # imports typing at startup, failing platformdirs' own test): the maintainers'
+    # test env uses `test`. So `dev` counts only when no test group or extra exists.
+    groups = [g for g in TEST_GROUPS if g != "dev" and _groups(pyproject, g)]
+    if not groups and not any(extras.get(extra) for extra in TEST_EXTRAS):
+        groups = ["dev"]
+    for group in groups:
         for item in _groups(pyproject, group):
             found.add(item, f"group {group}")
     for path in sorted(members):
