@@ -70,13 +70,22 @@ class WorkLayout:
         return self.work / "tmp"
 
     def prepare(self, user: privileges.User) -> None:
-        """Make the directories package code may write to, owned by pyti."""
-        for path in (self.home, self.uv_cache, self.tmp):
-            path.mkdir(parents=True, exist_ok=True)
+        """Make the directories package code may write to, owned by pyti.
+
+        The work directory itself is the agent's (root, 0755): pyti owns only the
+        subdirectories made for it, so code run as pyti cannot swap an entry of
+        work/ for a symlink that a later root operation (mkdir, chown, write) would
+        follow. Run before any package code, so nothing here can have been planted.
+        """
         self.work.mkdir(parents=True, exist_ok=True)
         if user.uid is not None and user.gid is not None:
-            for path in (self.work, self.home, self.uv_cache, self.tmp):
-                os.chown(path, user.uid, user.gid)
+            os.chown(self.work, 0, 0)
+            self.work.chmod(0o755)
+        for path in (self.home, self.uv_cache, self.tmp):
+            if not os.path.lexists(path):
+                path.mkdir(parents=True)
+                if user.uid is not None and user.gid is not None:
+                    os.lchown(path, user.uid, user.gid)
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = privileges.clean_env(
@@ -194,6 +203,9 @@ def make_venv(
             shutil.rmtree(layout.venv, ignore_errors=True)
         else:
             return privileges.RunResult(returncode=0, duration=time.monotonic() - began)
+    layout.venv.mkdir(exist_ok=True)  # work/ is root's: uv (as pyti) fills an empty dir
+    if user.uid is not None and user.gid is not None:
+        os.lchown(layout.venv, user.uid, user.gid)
     argv = [uv or find_uv(), "venv", "--python", python or sys.executable, str(layout.venv)]
     return privileges.run(
         argv,

@@ -80,7 +80,7 @@ class MetadataFailed(Exception):
 def build_system(root: Path) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
     """(requires, backend, backend-path) from pyproject.toml, with PEP 517's fallback."""
     try:
-        data = tomllib.loads((root / "pyproject.toml").read_text(errors="replace"))
+        data = tomllib.loads(privileges.read_text_capped(root / "pyproject.toml"))
     except FileNotFoundError:
         return LEGACY_REQUIRES, LEGACY_BACKEND, ()
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -101,9 +101,10 @@ def build_system(root: Path) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
 
 
 def read_metadata(path: Path) -> tuple[str, str, bytes]:
-    if not path.is_file() or path.stat().st_size > MAX_METADATA:
-        raise MetadataFailed("build-failed", f"no usable METADATA at {path}")
-    data = path.read_bytes()
+    try:
+        data = privileges.read_capped(path, MAX_METADATA)
+    except OSError as exc:
+        raise MetadataFailed("build-failed", f"no usable METADATA: {exc}") from exc
     headers = email.parser.BytesHeaderParser().parsebytes(data)
     name, version = headers.get("Name"), headers.get("Version")
     if not name or not version:
@@ -184,9 +185,10 @@ def _prepare(ctx: TaskContext, out: OutputSink) -> tuple[str, str, bytes]:
         )
         if not result.ok:
             raise MetadataFailed("build-failed", f"the {command} hook failed", result.returncode)
-        if not result_file.is_file() or result_file.stat().st_size > MAX_METADATA:
-            raise MetadataFailed("build-failed", f"the {command} hook gave no result")
-        value: object = json.loads(result_file.read_text())
+        try:
+            value: object = json.loads(privileges.read_capped(result_file, MAX_METADATA))
+        except (OSError, ValueError) as exc:
+            raise MetadataFailed("build-failed", f"the {command} hook gave no result") from exc
         result_file.unlink()
         return value
 

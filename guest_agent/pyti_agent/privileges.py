@@ -13,6 +13,7 @@ import contextlib
 import os
 import select
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -85,6 +86,56 @@ def chown_tree(path: Path, user: User) -> None:
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             os.lchown(os.path.join(root, name), user.uid, user.gid)
+
+
+def read_capped(path: Path, limit: int) -> bytes:
+    """Read a file the pyti user could have planted, as root, carefully: no symlink as
+    the last component, no FIFO or device (O_NONBLOCK, regular files only), at most
+    `limit` bytes (a longer file raises OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(f"{path} is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_text_capped(path: Path, limit: int = 1 << 20) -> str:
+    return read_capped(path, limit).decode("utf-8", "replace")
+
+
+def as_user(user: User, action: Callable[[], None]) -> None:
+    """Run `action` (file writes into pyti's directories) with pyti's rights.
+
+    A forked child drops to the user, so a symlink pyti planted cannot redirect a
+    root write. No exec: a fork costs milliseconds where an interpreter start costs
+    a second under TCG. The child touches only the files `action` names.
+    """
+    if user.uid is None or user.gid is None:
+        action()
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the agent
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"writing as uid {user.uid} failed")
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

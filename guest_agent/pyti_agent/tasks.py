@@ -246,7 +246,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     moved = testrun.move_aside(root, top_levels, layout.aside)
     if moved:
         out.note(f"flat layout: moved {', '.join(moved)} aside so the installed copy is tested")
-    testrun.install_shim(site_dir, layout.shim)
+    testrun.install_shim(site_dir, layout.shim, user)
     plan = testrun.plan_tests(
         root=root,
         venv=layout.venv,

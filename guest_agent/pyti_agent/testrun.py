@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import privileges
+
 SHIM_MODULES = {
     "audit.py": "_pyti_audit.py",
     "pytest_plugin.py": "_pyti_pytest_plugin.py",
@@ -239,14 +241,21 @@ class ResultReader(threading.Thread):
 # ---------------------------------------------------------------- the shim
 
 
-def install_shim(site_dir: Path, shim_dir: Path) -> None:
-    """Put the stdlib-only modules where every Python of the venv finds them."""
+def install_shim(site_dir: Path, shim_dir: Path, user: privileges.User | None = None) -> None:
+    """Put the stdlib-only modules where every Python of the venv finds them.
+
+    The modules go to shim_dir (the agent's, read-only for pyti); the .pth goes into
+    the venv, which belongs to pyti, so it is written with pyti's rights.
+    """
     here = Path(__file__).parent
     shim_dir.mkdir(parents=True, exist_ok=True)
     for source, target in SHIM_MODULES.items():
         shutil.copyfile(here / source, shim_dir / target)
     # A .pth line starting with "import" runs at interpreter start (site.py).
-    (site_dir / PTH_NAME).write_text(f"{shim_dir}\nimport _pyti_audit; _pyti_audit.install()\n")
+    text = f"{shim_dir}\nimport _pyti_audit; _pyti_audit.install()\n"
+    privileges.as_user(
+        user or privileges.User(uid=None, gid=None), lambda: (site_dir / PTH_NAME).write_text(text)
+    )
 
 
 def site_packages(venv: Path) -> Path:
@@ -338,7 +347,7 @@ def installed_top_levels(site_dir: Path, package_name: str) -> tuple[str, ...]:
             continue
         names: set[str] = set()
         try:
-            record = (dist_info / "RECORD").read_text(errors="replace")
+            record = privileges.read_text_capped(dist_info / "RECORD", 32 << 20)
         except OSError:
             return ()
         for line in record.splitlines():
@@ -392,7 +401,7 @@ class PytestConfig:
 def _ini_section(path: Path, section: str) -> dict[str, str] | None:
     parser = configparser.RawConfigParser(strict=False, interpolation=None)
     try:
-        parser.read_string(path.read_text(errors="replace"))
+        parser.read_string(privileges.read_text_capped(path))
     except (OSError, configparser.Error):
         return None
     if not parser.has_section(section):
@@ -422,7 +431,7 @@ def read_pytest_config(root: Path) -> PytestConfig:
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
-            data = tomllib.loads(pyproject.read_text(errors="replace"))
+            data = tomllib.loads(privileges.read_text_capped(pyproject))
         except (OSError, tomllib.TOMLDecodeError):
             data = {}
         tool = data.get("tool", {}).get("pytest", {})
@@ -455,7 +464,7 @@ def tox_commands(path: Path) -> list[str]:
     """`commands` of tox.ini's [testenv] and of test-like [testenv:NAME] sections."""
     parser = configparser.RawConfigParser(strict=False, interpolation=None)
     try:
-        parser.read_string(path.read_text(errors="replace"))
+        parser.read_string(privileges.read_text_capped(path))
     except (OSError, configparser.Error):
         return []
     commands = []
@@ -474,7 +483,7 @@ def detect_unittest(root: Path) -> tuple[str, ...] | None:
     makefile = root / "Makefile"
     if makefile.is_file():
         with contextlib.suppress(OSError):
-            texts.append(makefile.read_text(errors="replace")[:200_000])
+            texts.append(privileges.read_text_capped(makefile))
     for text in texts:
         if _PYTEST_CMD.search(text):
             return None
