@@ -113,29 +113,39 @@ def read_text_capped(path: Path, limit: int = 1 << 20) -> str:
 
 
 def as_user(user: User, action: Callable[[], None]) -> None:
-    """Run `action` (file writes into pyti's directories) with pyti's rights.
+    """Run `action` (file work in pyti's directories) with pyti's rights.
 
     A forked child drops to the user, so a symlink pyti planted cannot redirect a
-    root write. No exec: a fork costs milliseconds where an interpreter start costs
-    a second under TCG. The child touches only the files `action` names.
+    root write, and a bug in what `action` checks cannot reach beyond pyti's files.
+    No exec: a fork costs milliseconds where an interpreter start costs a second under
+    TCG. A failure raises OSError with the child's exception text.
     """
     if user.uid is None or user.gid is None:
         action()
         return
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the agent
         code = 1
         try:
+            os.close(read_fd)
             os.setgroups([])
             os.setgid(user.gid)
             os.setuid(user.uid)
             action()
             code = 0
+        except BaseException as exc:
+            os.write(write_fd, f"{type(exc).__name__}: {exc}".encode(errors="replace")[:4096])
         finally:
             os._exit(code)
+    os.close(write_fd)
+    try:
+        message = os.read(read_fd, 4096).decode(errors="replace")
+    finally:
+        os.close(read_fd)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError(f"writing as uid {user.uid} failed")
+        raise OSError(message or f"the child as uid {user.uid} failed")
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -31,12 +31,6 @@ OUTPUT_TAIL = 512 << 10
 OUTPUT_CHUNK = 64 << 10
 READER_JOIN = 10.0
 
-# How the sdist is extracted as user pyti: a separate, unprivileged process.
-_EXTRACT = (
-    "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
-    "from pyti_agent.testrun import safe_extract; "
-    "safe_extract(Path(sys.argv[2]), Path(sys.argv[3]))"
-)
 _SMOKE = (
     "import importlib, sys\n"
     "for name in sys.argv[1:]:\n"
@@ -197,19 +191,13 @@ def extract_sdist(ctx: TaskContext, out: OutputSink, dest: Path) -> Path | None:
     dest.mkdir(parents=True, exist_ok=True)
     if user.uid is not None and user.gid is not None:
         os.chown(dest, user.uid, user.gid)
-    agent_parent = str(Path(__file__).resolve().parents[1])
     archive = ctx.setup_dir / "dists" / manifest.sdist
-    result = privileges.run(
-        [sys.executable, "-I", "-S", "-c", _EXTRACT, agent_parent, str(archive), str(dest)],
-        cwd=dest,
-        env=install.WorkLayout(ctx.work_dir).env(),
-        on_output=out,
-        cancelled=ctx.cancelled,
-        user=user,
-        timeout=600,
-    )
-    if not result.ok:
-        raise RuntimeError(f"extracting {manifest.sdist} failed (exit {result.returncode})")
+    started = time.monotonic()
+    try:
+        privileges.as_user(user, lambda: testrun.safe_extract(archive, dest))
+    except (OSError, testrun.UnsafeArchive) as exc:
+        raise RuntimeError(f"extracting {manifest.sdist} failed: {exc}") from exc
+    out.note(f"extracted {manifest.sdist} as pyti in {time.monotonic() - started:.2f} s")
     return testrun.sdist_root(dest)
 
 

@@ -483,3 +483,23 @@ def test_without_the_venv_module_uv_makes_the_venv(
     assert finished.outcome == "passed", host.output("install")
     assert "using uv venv" in host.output("install")
     assert "Creating virtual environment" in host.output("install")  # uv's own words
+
+
+def test_a_hostile_sdist_is_not_extracted_and_the_test_task_says_why(tmp_path: Path) -> None:
+    dists = tmp_path / "setup" / "dists"
+    dists.mkdir(parents=True)
+    wheel = make_wheel(dists, "evil", "1.0", {"evil/__init__.py": ""})
+    with tarfile.open(dists / "evil-1.0.tar.gz", "w:gz") as tf:
+        info = tarfile.TarInfo("evil-1.0/../../escaped.txt")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    manifest = write_setup(tmp_path / "setup", name="evil", sdist="evil-1.0.tar.gz", wheel=wheel)
+    host = FakeHost()
+    ctx = context(tmp_path, manifest, host)
+    assert tasks.run_task("install", ctx).outcome == "passed"
+
+    finished = tasks.run_task("test", ctx)
+
+    assert finished.outcome == "error"
+    assert "absolute or parent path" in host.output("test")
+    assert not list(tmp_path.rglob("escaped.txt"))
