@@ -76,7 +76,7 @@ def test_run_streams_output_and_times_out_killing_the_group(tmp_path: Path) -> N
         on_output=lambda stream, data: chunks.append((stream, data)),
         cancelled=threading.Event(),
         user=privileges.User(uid=None, gid=None),
-        timeout=1.0,
+        timeout=0.5,
     )
 
     assert result.timed_out
