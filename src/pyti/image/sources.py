@@ -63,7 +63,7 @@ class Sources:
         return inputs
 
     def image_inputs(self) -> list[tuple[str, bytes]]:
-        inputs = [(name, (self.images / name).read_bytes()) for name in ("init",)]
+        inputs = [(name, (self.images / name).read_bytes()) for name in ("init", "cmdline")]
         inputs.extend((name, (_IMAGE_MODULE_DIR / name).read_bytes()) for name in _IMAGE_SCRIPTS)
         for directory, prefix in ((self.agent, "pyti_agent"), (self.protocol, "pyti/protocol")):
             for path in self.python_files(directory):
