@@ -503,3 +503,25 @@ def test_a_hostile_sdist_is_not_extracted_and_the_test_task_says_why(tmp_path: P
     assert finished.outcome == "error"
     assert "absolute or parent path" in host.output("test")
     assert not list(tmp_path.rglob("escaped.txt"))
+
+
+def test_metadata_build_requirements_come_from_the_setup_disk(tmp_path: Path) -> None:
+    # The backend lives in a build requirement (a wheel on the setup disk), not in-tree.
+    dists = tmp_path / "setup" / "dists"
+    dists.mkdir(parents=True)
+    backend = DYNAMIC_BACKEND["backend.py"]
+    make_wheel(dists, "dynbackend", "1.0", {"dynbackend.py": backend})
+    pyproject = """
+        [build-system]
+        requires = ["dynbackend==1.0"]
+        build-backend = "dynbackend"
+    """
+    sdist = make_sdist(dists, "dyn", "1.0", {"pyproject.toml": pyproject})
+    manifest = write_setup(tmp_path / "setup", name="dyn", sdist=sdist, wheel=None)
+    host = FakeHost()
+
+    finished = tasks.run_task("metadata", context(tmp_path, manifest, host))
+
+    assert finished.outcome == "passed", host.output("metadata")
+    [meta] = host.of(Metadata)
+    assert b"Requires-Dist: attrs>=23" in meta.metadata
