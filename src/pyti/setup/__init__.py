@@ -54,6 +54,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+QUALITY_TOOLS = ("ruff",)
+
 
 @dataclass
 class _Package:
@@ -178,6 +180,23 @@ async def prepare(
         )
 
 
+async def _tool_pins(
+    tasks: Sequence[str], target: GuestTarget, options: resolve.Options, findings: list[HostFinding]
+) -> tuple[resolve.Pin, ...]:
+    """The quality task's linter, as a wheel on the disk, never installed into the test venv.
+
+    The agent takes ruff's static binary out of the wheel; a linter that does not
+    resolve only drops the quality task's tool, with a finding.
+    """
+    if "quality" not in tasks:
+        return ()
+    try:
+        return await resolve.compile_pins(QUALITY_TOOLS, target, options)
+    except ResolutionFailed as exc:
+        findings.append(HostFinding("quality-tool-dropped", str(exc).splitlines()[0]))
+        return ()
+
+
 async def _assemble(
     spec_text: str,
     *,
@@ -240,7 +259,8 @@ async def _assemble(
             build_pins = await resolve.compile_pins(build_requires(pyproject), target, options)
         except ResolutionFailed as exc:
             raise ResolutionFailed(f"build requirements: {exc}") from exc
-    pins = {p.filename: p for p in (*resolution.pins, *build_pins)}
+    tool_pins = await _tool_pins(tasks, target, options, findings)
+    pins = {p.filename: p for p in (*resolution.pins, *build_pins, *tool_pins)}
     own = {f[0] for f in (package.sdist, package.wheel) if f}
     got = await download.fetch_all(
         [
