@@ -184,7 +184,10 @@ def classify(
     if requested is not None and requested[0] is End.CANCELLED:
         return requested
     if guest_panicked or verdicts.panic_line:
-        return End.PANIC, verdicts.panic_line or "GUEST_PANICKED event"
+        panic = verdicts.panic_line or "GUEST_PANICKED event"
+        if verdicts.oom_lines:  # e.g. the OOM killer took PID 1: the panic is only the echo
+            return End.OOM, f"{verdicts.oom_lines[0]} (then: {panic})"
+        return End.PANIC, panic
     reason = (shutdown or {}).get("reason")
     if reason == "guest-panic":
         return End.PANIC, "guest panicked (pvpanic)"

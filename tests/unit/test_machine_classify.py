@@ -58,6 +58,9 @@ def ends(**kwargs: Any) -> End:
         ({"requested": (End.BOOT_TIMEOUT, ""), "verdicts": OOM}, End.OOM),
         ({"verdicts": OOM}, End.OOM),
         ({"verdicts": OOM, "was_ready": False}, End.OOM),
+        # the OOM killer took PID 1 and the kernel panicked: out of memory is the cause
+        ({"verdicts": ConsoleVerdicts(panic_line=PANIC.panic_line, oom_lines=OOM.oom_lines),
+          "shutdown": RESET}, End.OOM),
         # ... but not a session that completed (a test's process was killed: the task says so)
         ({"requested": (End.NORMAL, ""), "verdicts": OOM}, End.NORMAL),
         # cancellation by the host wins over everything
