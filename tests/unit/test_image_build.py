@@ -67,3 +67,12 @@ def test_a_damaged_image_is_rebuilt_not_returned(stubbed: list[str]) -> None:
 
 def test_find_image_is_none_before_any_build() -> None:
     assert build.find_image("trixie") is None
+
+
+def test_leftovers_of_a_dead_build_are_removed_by_the_next_build() -> None:
+    leftover = cache.images_dir() / cache.BASE_DIR / ".tmp-root-bookworm-0123-xyz"
+    leftover.mkdir(parents=True)
+    (cache.images_dir() / ".stale-bookworm-0").mkdir()
+    build.ensure_image("bookworm")
+    assert not leftover.exists()
+    assert not (cache.images_dir() / ".stale-bookworm-0").exists()

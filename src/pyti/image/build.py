@@ -95,6 +95,7 @@ def ensure_image(suite_name: str, progress: Progress | None = None) -> Image:
         found = cache.load(final)  # another process may have built it while we waited
         if found is not None:
             return found
+        cache.remove_leftovers()
         with ThreadPoolExecutor(max_workers=2) as pool:  # both mostly wait on the network
             root_job = pool.submit(
                 _ensure_part, "root", suite, key.root, _root_builder(sources), say

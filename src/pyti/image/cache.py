@@ -151,6 +151,17 @@ def remove(directory: Path) -> int:
     return freed
 
 
+def remove_leftovers() -> None:
+    """Temporary and stale directories of builds that died (call under the build lock: then
+    no build is running, so every one of them is a leftover)."""
+    for parent in (images_dir(), images_dir() / BASE_DIR):
+        if parent.is_dir():
+            for path in parent.iterdir():
+                if path.name.startswith((".tmp-", ".stale-")):
+                    log.info("removing leftover %s", path)
+                    shutil.rmtree(path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def build_lock() -> Iterator[None]:
     """One build at a time per cache; a second builder waits, then finds the image built."""
