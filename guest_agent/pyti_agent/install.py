@@ -265,3 +265,29 @@ def install_packages(
 
 def has_sdists(files: Mapping[str, str]) -> bool:
     return any(name.endswith(SDIST_SUFFIXES) for name in files)
+
+
+def link_bytecode(tree: Path, site: Path) -> int:
+    """Link the host's pyc directories (pyti.setup.bytecode) into the installed packages.
+
+    `tree` mirrors site-packages with only `__pycache__` directories, on the read-only
+    setup disk; each becomes a symlink in the venv where the install made the package
+    directory and no `__pycache__` exists yet, so the first import reads the host's
+    pycs instead of compiling. Nothing is copied. Runs as pyti. Returns links made.
+    """
+    linked = 0
+    for cache in sorted(tree.rglob("__pycache__")):
+        relative = cache.relative_to(tree)
+        package_dir = site / relative.parent
+        target = site / relative
+        if cache.is_symlink() or not package_dir.is_dir() or os.path.lexists(target):
+            continue
+        os.symlink(cache, target)
+        linked += 1
+    return linked
+
+
+def link_bytecode_trees(trees: Sequence[Path], site: Path) -> None:
+    for tree in trees:
+        if tree.is_dir() and not tree.is_symlink():
+            link_bytecode(tree, site)

@@ -114,6 +114,11 @@ class SetupManifest:
     runner_args: tuple[str, ...] = ()
     test_requirements: tuple[str, ...] = ()
     tasks: tuple[str, ...] = field(default=("install", "test"))
+    # Bytecode the host compiled for pure .py files of wheels (see pyti.setup.bytecode):
+    # archive file names under dists/, valid only for a venv whose site-packages is
+    # `bytecode_site`; an agent with another layout ignores them.
+    bytecode: tuple[str, ...] = ()
+    bytecode_site: str = ""
 
     def __post_init__(self) -> None:
         if type(self.schema) is not int or self.schema != SCHEMA:
@@ -130,6 +135,11 @@ class SetupManifest:
         object.__setattr__(self, "files", _check_files(self.files, self.sdist, self.wheel))
         for name in ("install", "build_requirements", "runner_args", "test_requirements"):
             object.__setattr__(self, name, _check_strings(name, getattr(self, name)))
+        object.__setattr__(self, "bytecode", _check_strings("bytecode", self.bytecode))
+        for archive in self.bytecode:
+            if _check_file_name("bytecode", archive) not in self.files:
+                raise ManifestError(f"bytecode {archive!r} is not listed in files")
+        _check_str("bytecode_site", self.bytecode_site, empty=True)
         if self.runner not in RUNNERS:
             raise ManifestError(f"runner must be one of {', '.join(RUNNERS)}: {self.runner!r}")
         tasks = _check_strings("tasks", self.tasks)

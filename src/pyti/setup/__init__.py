@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import trio
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from pyti.errors import MalformedMetadata, ResolutionFailed, UsageError
 from pyti.protocol.manifest import ManifestError, SetupManifest
+from pyti.setup import bytecode as bytecode_module
 from pyti.setup import download, index, local_project, resolve
 from pyti.setup.choose import choose
 from pyti.setup.image import build_disk
@@ -197,6 +199,24 @@ async def _tool_pins(
         return ()
 
 
+async def _add_bytecode(
+    wheels: Sequence[str], files: dict[str, str], sources: dict[str, Path], target: GuestTarget
+) -> tuple[str, ...]:
+    """Host-compiled bytecode beside each installed wheel, when the host can make it."""
+    if not bytecode_module.can_compile_for(target):
+        return ()
+    names = []
+    for wheel in sorted(set(wheels)):
+        archive = await trio.to_thread.run_sync(
+            bytecode_module.cached_bytecode, sources[wheel], files[wheel], target
+        )
+        name = wheel + bytecode_module.SUFFIX
+        files[name] = download.sha256_file(archive)
+        sources[name] = archive
+        names.append(name)
+    return tuple(names)
+
+
 async def _assemble(
     spec_text: str,
     *,
@@ -277,6 +297,12 @@ async def _assemble(
         if entry:
             files[entry[0]] = entry[1]
             sources[entry[0]] = entry[2]
+    installed_wheels = [
+        name
+        for name in [*(p.filename for p in resolution.pins), package.wheel and package.wheel[0]]
+        if name and name.endswith(".whl") and name in files
+    ]
+    bytecode = await _add_bytecode(installed_wheels, files, sources, target)
     others = sorted(
         {p.requirement for p in resolution.pins if p.name != canonicalize_name(package.name)}
     )
@@ -298,6 +324,8 @@ async def _assemble(
             runner_args=tuple(runner_args) if runner_args is not None else config.runner_args,
             test_requirements=tuple(sorted(kept & {p.name for p in resolution.pins})),
             tasks=tuple(tasks),
+            bytecode=bytecode,
+            bytecode_site=bytecode_module.guest_site(target) if bytecode else "",
         )
     except ManifestError as exc:
         # Names and strings come from the index and the sdist: odd ones stop here,

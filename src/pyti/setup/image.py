@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,12 +26,16 @@ from pyti.protocol.manifest import SetupManifest
 log = logging.getLogger(__name__)
 
 # Part of the cache key: change it when the layout or the mksquashfs options change.
-FORMAT = b"pyti-setup-disk-1"
+FORMAT = b"pyti-setup-disk-2"  # 2: bytecode trees
 MKSQUASHFS_OPTIONS = (
     "-noappend", "-all-root", "-no-xattrs", "-no-exports", "-no-progress",
     "-reproducible", "-all-time", "0", "-mkfs-time", "0", "-root-time", "0",
     "-comp", "lz4", "-quiet",
 )  # fmt: skip
+
+
+BYTECODE_SUFFIX = ".pyti-bytecode"
+PYC_MEMBER = re.compile(r"(?:[A-Za-z0-9_.-]+/)*__pycache__/[A-Za-z0-9_.-]+\.pyc")
 
 
 def disk_digest(manifest: SetupManifest) -> str:
@@ -50,10 +56,27 @@ def _stage(folder: Path, manifest: SetupManifest, sources: Mapping[str, Path]) -
         except OSError:
             shutil.copyfile(sources[name], target)
         target.chmod(0o644)
+    for name in manifest.bytecode:
+        _stage_bytecode(dists / name, folder / "bytecode" / name.removesuffix(BYTECODE_SUFFIX))
     manifest_file = folder / "manifest.cbor"
     manifest_file.write_bytes(manifest.to_cbor())
     manifest_file.chmod(0o644)
     folder.chmod(0o755)
+
+
+def _stage_bytecode(archive: Path, tree: Path) -> None:
+    """The host-compiled pycs as a tree the agent links into the venv (no unpacking there).
+
+    The archive beside it is hash-checked by the agent; this tree is made from it here.
+    """
+    with zipfile.ZipFile(archive) as members:
+        for info in members.infolist():
+            if not PYC_MEMBER.fullmatch(info.filename) or ".." in info.filename:
+                continue
+            target = tree / info.filename
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            target.write_bytes(members.read(info))
+            target.chmod(0o644)
 
 
 async def build_disk(manifest: SetupManifest, sources: Mapping[str, Path]) -> tuple[Path, str]:
