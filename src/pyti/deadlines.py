@@ -31,7 +31,9 @@ class Deadlines:
     silence: float = 60.0  # no frame at all from the agent (enforced by pyti.channel)
     no_progress: float = 5 * 60.0  # frames, but no test result or task change (pyti.channel)
     poweroff: float = 10.0  # after the session ends, for the guest to power off by itself
-    soft_stop: float = 3.0  # after QMP system_powerdown
+    # After QMP system_powerdown. Short: the pyti guests have no ACPI power-button handler
+    # (no acpid, the agent is PID 1), so today this step only ever costs its own length.
+    soft_stop: float = 1.0
     quit: float = 5.0  # after QMP quit, before SIGKILL (host side: not scaled)
 
     def __post_init__(self) -> None:
