@@ -178,3 +178,49 @@ def test_a_flat_layout_tests_the_installed_copy(
     assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
         ("tests/test_installed.py::test_imports_the_installed_copy", "passed")
     ]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def test_ctrl_c_stores_the_run_as_interrupted_and_leaves_no_qemu(
+    bookworm_image: object, data_dir: Path
+) -> None:
+    import signal
+    import time
+
+    env = {**os.environ, "PYTI_DATA_DIR": str(data_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyti", "run", "iniconfig"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    qemu: set[int] = set()
+    deadline = time.monotonic() + 300
+    while not qemu and time.monotonic() < deadline and process.poll() is None:
+        qemu = {
+            pid
+            for pid in _children(process.pid)
+            if b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        }
+        time.sleep(0.2)
+    assert qemu, "pyti never started QEMU"
+    time.sleep(2)  # mid-boot or mid-install
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("interrupted",)]
+    assert all(not Path(f"/proc/{pid}").exists() for pid in qemu)
