@@ -41,7 +41,7 @@ def vms_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
 
 
 def config(image: Any, **changes: Any) -> MachineConfig:
-    return MachineConfig.from_image(image, memory_mb=512, accel="tcg", **changes)
+    return MachineConfig.from_image(image, **({"memory_mb": 512, "accel": "tcg"} | changes))
 
 
 async def next_message(machine: Machine, conn: Connection) -> Message | None:
@@ -116,6 +116,20 @@ async def test_kernel_panic_is_classified_within_seconds(image: Any, tmp_path: P
     assert "Kernel panic - not syncing" in result.detail
     assert time.monotonic() - start < 30  # no deadline involved (boot deadline is 60 s)
     assert "Kernel panic" in log.read_text()
+
+
+async def test_guest_out_of_memory_is_classified_as_oom(image: Any) -> None:
+    # PID 1 (busybox sh) hoards /dev/urandom in a variable of a 128 MiB guest
+    script = (
+        "/bin/busybox --install -s /bin; mount -t devtmpfs d /dev; x=$(cat /dev/urandom); "
+        "sleep 100000"
+    )
+    hog = f'rdinit=/bin/busybox -- sh -c "{script}"'
+    async with open_machine(config(image, memory_mb=128, extra_cmdline=hog)) as machine:
+        result = await machine.wait()
+    assert result.end is End.OOM, result.summary()
+    assert result.oom_lines
+    assert "Out of memory" in result.detail
 
 
 async def test_guest_that_never_says_hello_hits_the_boot_deadline(image: Any) -> None:
