@@ -19,6 +19,8 @@ MAX_LINE = 4096  # a longer "line" is scanned by its first MAX_LINE bytes only
 
 PANIC_MARKERS = (b"Kernel panic - not syncing",)
 OOM_MARKERS = (b"Out of memory:", b"invoked oom-killer", b"Memory cgroup out of memory")
+# Panics that are the OOM killer giving up ("Out of memory and no killable processes...").
+OOM_PANIC_MARKERS = (b"Out of memory", b"deadlocked on memory")
 
 
 @dataclass
@@ -56,6 +58,8 @@ class Console:
         if any(marker in line for marker in PANIC_MARKERS):
             if self.verdicts.panic_line is None:
                 self.verdicts.panic_line = _text(line)
+                if any(marker in line for marker in OOM_PANIC_MARKERS):
+                    self.verdicts.oom_lines.append(_text(line))
         elif any(marker in line for marker in OOM_MARKERS) and len(self.verdicts.oom_lines) < 20:
             self.verdicts.oom_lines.append(_text(line))
 

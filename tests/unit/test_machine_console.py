@@ -58,3 +58,17 @@ def test_text_decodes_garbage_and_drops_carriage_returns() -> None:
     console.feed(b"ok\r\n\xff\xfe\n")
     assert console.text() == "ok\n\ufffd\ufffd\n"
     assert console.tail_lines(1) == ["\ufffd\ufffd"]
+
+
+def test_a_panic_of_the_oom_killer_counts_as_an_oom_line_too() -> None:
+    console = Console()
+    line = "Kernel panic - not syncing: Out of memory and no killable processes..."
+    console.feed(line.encode() + b"\n")
+    assert console.verdicts.panic_line == line
+    assert console.verdicts.oom_lines == [line]
+
+
+def test_an_ordinary_panic_is_not_an_oom() -> None:
+    console = Console()
+    console.feed(b"Kernel panic - not syncing: Attempted to kill init!\n")
+    assert console.verdicts.oom_lines == []
