@@ -41,7 +41,6 @@ from pathlib import Path
 import trio
 
 from pyti.setup import SetupDisk, prepare, target_for_python
-from pyti.setup.download import cache_path
 from pyti.setup.resolve import uv_binary
 
 log = logging.getLogger("fidelity")
@@ -67,18 +66,31 @@ NATIVE_TIMEOUT = 1800
 
 # Written into the native run's temp dir; runs inside the throwaway venv.
 # It records pytest's raw reports (like pytest-reportlog); folding happens here.
+# A test file of the installed copy gets the id a maintainer sees in the source tree
+# (pkg/mod.py::t): pytest names files outside the rootdir relative to the argument.
 PYTEST_PLUGIN = """
-import json, os
+import json, os, sysconfig
 _out = open(os.environ["FIDELITY_LOG"], "a", encoding="utf-8")
-def _write(record):
+_site = os.path.realpath(sysconfig.get_paths()["purelib"])
+_ids = {}
+def _remember(nodeid, path):
+    real = os.path.realpath(str(path)) if path is not None else ""
+    if real.startswith(_site + os.sep):
+        _, sep, rest = nodeid.partition("::")
+        _ids[nodeid] = os.path.relpath(real, _site).replace(os.sep, "/") + sep + rest
+def _write(nodeid, when, outcome, xfail):
+    record = {"nodeid": _ids.get(nodeid, nodeid) or "<collection>", "when": when,
+              "outcome": outcome, "wasxfail": xfail}
     _out.write(json.dumps(record) + "\\n"); _out.flush()
+def pytest_collectstart(collector):
+    _remember(collector.nodeid, getattr(collector, "path", None))
+def pytest_itemcollected(item):
+    _remember(item.nodeid, getattr(item, "path", None))
 def pytest_collectreport(report):
     if report.failed:
-        _write({"nodeid": report.nodeid or "<collection>", "when": "collect",
-                "outcome": "failed", "wasxfail": False})
+        _write(report.nodeid, "collect", "failed", False)
 def pytest_runtest_logreport(report):
-    _write({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
-            "wasxfail": hasattr(report, "wasxfail")})
+    _write(report.nodeid, report.when, report.outcome, hasattr(report, "wasxfail"))
 """
 
 UNITTEST_RUNNER = """
@@ -216,7 +228,8 @@ def top_levels(site: Path, name: str) -> list[str]:
     """Import names the package's distribution installed (its RECORD)."""
     want = re.sub(r"[-_.]+", "-", name).lower()
     for info in site.glob("*.dist-info"):
-        dist = re.sub(r"[-_.]+", "-", info.name.rsplit("-", 1)[0]).lower()
+        dist = re.sub(r"[-_.]+", "-", info.name.removesuffix(".dist-info").rsplit("-", 1)[0])
+        dist = dist.lower()
         if dist != want:
             continue
         names = set()
@@ -283,10 +296,14 @@ def unittest_args(root: Path) -> list[str] | None:
 
 def install_native(disk: SetupDisk, work: Path) -> Path:
     manifest = disk.manifest
-    dists = work / "dists"
-    dists.mkdir()
-    for name, sha in manifest.files.items():
-        shutil.copyfile(cache_path(sha), dists / name)
+    # The setup disk itself holds the very dist files the guest installed (a cached
+    # disk does not keep them in the download cache).
+    subprocess.run(
+        ["unsquashfs", "-q", "-n", "-d", str(work / "disk"), str(disk.path)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    dists = work / "disk" / "dists"
     venv = work / "venv"
     uv = uv_binary()
     env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
@@ -314,6 +331,12 @@ def move_aside(root: Path, names: list[str], aside: Path) -> list[str]:
     return moved
 
 
+def _has_tests(folder: Path) -> bool:
+    return any(
+        p.name.startswith("test") or p.name.endswith("_test.py") for p in folder.rglob("*.py")
+    )
+
+
 def plan_native(
     disk: SetupDisk, root: Path, venv: Path, work: Path
 ) -> tuple[str, list[str], list[str]]:
@@ -330,7 +353,7 @@ def plan_native(
     uargs = unittest_args(root) if runner == "auto" else None
     if runner == "auto":
         runner = "unittest" if uargs is not None else "pytest"
-    inside = [site / n for n in names if (site / n).is_dir() and list((site / n).rglob("test*.py"))]
+    inside = [site / n for n in names if (site / n).is_dir() and _has_tests(site / n)]
     if runner == "unittest":
         args = list(manifest.runner_args) or uargs or []
         if not args and inside and not any((root / d).is_dir() for d in ("tests", "test")):
@@ -364,7 +387,7 @@ def run_native(disk: SetupDisk, work: Path) -> Side:
     if manifest.sdist is None:
         return Side(note="no sdist: nothing to run natively")
     venv = install_native(disk, work)
-    root = extract(cache_path(manifest.files[manifest.sdist]), work / "src")
+    root = extract(work / "disk" / "dists" / manifest.sdist, work / "src")
     plugins = work / "plugins"  # alone on PYTHONPATH: nothing else importable from there
     plugins.mkdir()
     (plugins / "fidelity_plugin.py").write_text(PYTEST_PLUGIN)
