@@ -1,13 +1,14 @@
-"""A minimal launcher: boot an image, read the agent's Hello, let it power off.
+"""Booting an image for its own sake: to Hello and back (image tests, the boot benchmark).
 
-Enough to boot and test images (the image e2e tests, the boot benchmark). The VM
-lifecycle (`pyti.machine`) hardens this: QMP, classified ends, caps, sandbox.
+A thin layer over `pyti.machine`: the same hardened VM lifecycle `pyti run` uses (QMP,
+classified ends, capped console, no orphans), with a conversation that only reads
+Hello, sends an empty Start and waits for Goodbye; or, for benchmarks and debugging,
+a guest script run in place of the agent.
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -17,19 +18,18 @@ from typing import TypeVar
 
 import trio
 
-from pyti.errors import GuestCrashed, MissingTool, QemuFailed
-from pyti.hostdeps import install_line, which
+from pyti import accel
+from pyti.deadlines import Deadlines
+from pyti.errors import GuestCrashed, QemuFailed
 from pyti.image import Image
+from pyti.machine import End, Machine, MachineConfig, open_machine
 from pyti.protocol import CLOSED, NEED_DATA, Connection, Goodbye, Hello, Role, Start
-from pyti.qemu_argv import VmConfig, build_argv
-from pyti.vmdir import VmDir
 
 log = logging.getLogger(__name__)
 
 SCRATCH_MB = 2048  # sparse: costs only what the guest writes
-CONSOLE_CAP = 1 << 20
-CONNECT_POLL = 0.005
 T = TypeVar("T")
+Conversation = Callable[[Machine], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -42,42 +42,13 @@ class BootResult:
     console: bytes
 
 
-def make_scratch_disk(path: Path, size_mb: int = SCRATCH_MB) -> None:
-    """A sparse file: the guest's /init makes it swap (docs/images.md), so no mkfs here."""
-    with path.open("wb") as f:
-        f.truncate(size_mb << 20)
-
-
-async def _connect(path: Path, deadline: float) -> trio.SocketStream:
-    while True:
-        try:
-            return await trio.open_unix_socket(str(path))
-        except OSError:
-            if trio.current_time() > deadline:
-                raise
-            await trio.sleep(CONNECT_POLL)
-
-
-async def _drain_console(stream: trio.SocketStream, sink: bytearray) -> None:
-    async with stream:
-        try:
-            while data := await stream.receive_some(65536):
-                sink += data[: max(0, CONSOLE_CAP - len(sink))]
-        except trio.BrokenResourceError:
-            pass
-
-
-Conversation = Callable[[VmConfig, float, int], Awaitable[T]]
-
-
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (None once it is gone)."""
+    """User + system CPU seconds a process has used (from /proc), None if it is gone."""
     import os
 
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -90,60 +61,31 @@ async def _run_vm(
     memory_mb: int,
     extra_cmdline: str,
     timeout: float,
-    exit_within: float = 10.0,
 ) -> tuple[T, float, bytes]:
     """Run one VM until it powers off: (what `conversation` returned, seconds, console)."""
-    qemu = which("qemu-system-x86_64")
-    if qemu is None:
-        raise MissingTool("qemu-system-x86_64", install_line(["qemu-system-x86"]))
-    with VmDir.create() as vmdir:
-        scratch = vmdir.path / "scratch.img"
-        make_scratch_disk(scratch)
-        config = VmConfig(
-            qemu=qemu,
-            accel="tcg",
-            memory_mb=memory_mb,
-            cpus=1,
-            kernel=image.kernel,
-            initrd=image.initrd,
-            cmdline=f"{image.cmdline} {extra_cmdline}".strip(),
-            root_disk=image.root,
-            setup_disk=setup_disk,
-            scratch_disk=scratch,
-            serial_socket=vmdir.socket("serial"),
-            console_socket=vmdir.socket("console"),
-            qmp_socket=vmdir.socket("qmp"),
-            sandbox=False,
-        )
-        argv = build_argv(config)
-        log.debug("starting %s", " ".join(argv))
-        console = bytearray()
-        started = time.monotonic()
-        with (vmdir.path / "qemu.log").open("wb") as qemu_log, trio.move_on_after(timeout) as scope:
-            async with trio.open_nursery() as nursery:
-                process = await trio.lowlevel.open_process(
-                    argv, stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT
-                )
-                try:
-                    console_stream = await _connect(config.console_socket, trio.current_time() + 10)
-                    nursery.start_soon(_drain_console, console_stream, console)
-                    result = await conversation(config, started, process.pid)
-                    with trio.fail_after(exit_within):
-                        await process.wait()
-                    total = time.monotonic() - started
-                finally:
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
-                nursery.cancel_scope.cancel()
-        tail = bytes(console[-2000:]).decode("utf-8", "replace")
-        if scope.cancelled_caught:
-            raise GuestCrashed(f"the guest did not finish within {timeout} s; console ends: {tail}")
-        if process.returncode != 0:
-            raise QemuFailed(
-                f"QEMU failed; console ends: {tail}", returncode=process.returncode, log=None
-            )
-        return result, total, bytes(console)
+    chosen = accel.choose("auto", kernel=image.kernel, initrd=image.initrd)
+    config = MachineConfig.from_image(
+        image,
+        setup_disk=setup_disk,
+        accel=chosen.accel,
+        memory_mb=memory_mb,
+        scratch_mb=SCRATCH_MB,
+        extra_cmdline=extra_cmdline,
+        deadlines=Deadlines(boot=timeout, total=timeout),
+        name="boot",
+    )
+    with trio.move_on_after(timeout) as scope:
+        async with open_machine(config) as machine:
+            result = await conversation(machine)
+    ended = machine.result
+    if scope.cancelled_caught or ended is None:
+        raise GuestCrashed(f"the guest did not finish within {timeout} s")
+    if ended.end is End.QEMU_CRASH:
+        raise QemuFailed(ended.detail, returncode=ended.returncode, log=ended.log_path)
+    if ended.end is not End.NORMAL:
+        tail = ended.console[-2000:]
+        raise GuestCrashed(f"the guest ended {ended.end.value}: {ended.detail}; console: {tail}")
+    return result, ended.wall_seconds, ended.console.encode()
 
 
 async def boot_to_hello(
@@ -159,9 +101,14 @@ async def boot_to_hello(
     `trace` adds pyti.trace to the kernel command line: /init and the agent then write
     their guest uptime at each step to the console (see BootResult.console).
     """
+    started = time.monotonic()
+
+    async def conversation(machine: Machine) -> tuple[Hello, float, float | None, Goodbye | None]:
+        return await _hello_then_goodbye(machine, started)
+
     (hello, at_hello, cpu, goodbye), total, console = await _run_vm(
         image,
-        _hello_then_goodbye,
+        conversation,
         setup_disk=setup_disk,
         memory_mb=memory_mb,
         extra_cmdline="pyti.trace" if trace else "",
@@ -183,8 +130,8 @@ async def run_script(
     if not script.startswith("/") or any(c.isspace() for c in script):
         raise ValueError(f"script must be an absolute guest path without spaces: {script!r}")
 
-    async def no_conversation(config: VmConfig, started: float, pid: int) -> None:
-        return None
+    async def no_conversation(machine: Machine) -> None:
+        machine.mark_ready()  # no agent will say Hello: the script is the guest's work
 
     _, _, console = await _run_vm(
         image,
@@ -193,33 +140,34 @@ async def run_script(
         memory_mb=memory_mb,
         extra_cmdline=f"pyti.exec={script}",
         timeout=timeout,
-        exit_within=timeout,
     )
     return console
 
 
 async def _hello_then_goodbye(
-    config: VmConfig, started: float, pid: int
+    machine: Machine, started: float
 ) -> tuple[Hello, float, float | None, Goodbye | None]:
-    stream = await _connect(config.serial_socket, trio.current_time() + 10)
+    stream = machine.port
     conn = Connection(Role.HOST)
     hello: Hello | None = None
     at_hello = 0.0
     cpu: float | None = None
     goodbye: Goodbye | None = None
-    async with stream:
-        while goodbye is None:
-            event = conn.next_event()
-            if event is NEED_DATA:
-                conn.receive_data(await stream.receive_some(65536))
-                continue
-            if event is CLOSED:
-                break
-            if isinstance(event, Hello):
-                hello, at_hello, cpu = event, time.monotonic() - started, cpu_seconds(pid)
-                await stream.send_all(conn.send(Start(run_id=uuid.uuid4().hex, tasks=())))
-            elif isinstance(event, Goodbye):
-                goodbye = event
+    while goodbye is None:
+        event = conn.next_event()
+        if event is NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+            continue
+        if event is CLOSED:
+            break
+        if isinstance(event, Hello):
+            hello, at_hello = event, time.monotonic() - started
+            cpu = cpu_seconds(machine.pid) if machine.pid else None
+            machine.mark_ready()
+            await stream.send_all(conn.send(Start(run_id=uuid.uuid4().hex, tasks=())))
+        elif isinstance(event, Goodbye):
+            goodbye = event
+            machine.session_complete()
     if hello is None:
         raise GuestCrashed("the guest closed its port before Hello")
     return hello, at_hello, cpu, goodbye

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 DEFAULT_QEMU = "qemu-system-x86_64"
 SOCKET_TIMEOUT = 10.0  # QEMU start -> its sockets exist (host side only)
 DRAIN_TIMEOUT = 2.0  # after QEMU exits, for the last console bytes
+SESSION_GRACE = 0.3  # after Goodbye, for the guest to power off before QEMU is quit
 CANCEL_GRACE = 1.0  # on cancellation: SIGTERM (QEMU's clean quit), then SIGKILL
 QEMU_LOG_BYTES = 16 * 1024
 READ_SIZE = 65536
@@ -230,6 +231,19 @@ def make_scratch_disk(path: Path, size_mb: int) -> None:
         handle.truncate(size_mb * 1024 * 1024)
 
 
+async def _open_listening(path: Path, retry: float = 5.0) -> trio.SocketStream:
+    """Connect to one of QEMU's server sockets; a refusal between bind() and listen()
+    (seen on busy hosts) is retried briefly."""
+    deadline = trio.current_time() + retry
+    while True:
+        try:
+            return await trio.open_unix_socket(str(path))
+        except ConnectionRefusedError:
+            if trio.current_time() >= deadline:
+                raise
+            await trio.sleep(0.01)
+
+
 def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one real error inside nested nursery groups, so callers see QemuFailed, not a group."""
     leaves: list[BaseException] = []
@@ -263,6 +277,7 @@ class Machine:
         self._qemu_output = CappedLog(QEMU_LOG_BYTES, QEMU_LOG_BYTES)
         self._requested: tuple[End, str] | None = None
         self._graceful = False
+        self._quick = False  # the session is complete: a short grace, then quit
         self._signalled = False
         self._stopped_by = "itself"
         self._shutdown_event: Mapping[str, Any] | None = None
@@ -317,6 +332,15 @@ class Machine:
             self._graceful = end is End.NORMAL
             self._log.debug("stop requested: %s %s", end.value, detail)
             self._poke()
+
+    def session_complete(self, detail: str = "session complete") -> None:
+        """The agent said Goodbye: everything is received and the disks are throwaway.
+
+        The guest gets a short grace to power off by itself, then QEMU is quit: the user
+        does not wait for a slow emulated shutdown. The end is still NORMAL.
+        """
+        self.request_stop(End.NORMAL, detail)
+        self._quick = True
 
     async def shutdown(self, end: End = End.NORMAL, detail: str = "") -> MachineResult:
         self.request_stop(end, detail)
@@ -407,8 +431,8 @@ class Machine:
                 trio.open_nursery() as qmp_tasks,  # ends before the QMP loop closes
             ):
                 self._qmp = qmp
-                console = await trio.open_unix_socket(str(vmdir.socket("console")))
-                self._port = await trio.open_unix_socket(str(vmdir.socket("port")))
+                console = await _open_listening(vmdir.socket("console"))
+                self._port = await _open_listening(vmdir.socket("port"))
                 nursery.start_soon(self._pump_console, console)
                 qmp_tasks.start_soon(self._pump_events, qmp)
                 await qmp.execute("cont")
@@ -481,9 +505,10 @@ class Machine:
         """Soft, then hard: wait for power-off, system_powerdown, quit, SIGKILL."""
         requested = self._requested
         hard = requested is not None and requested[0] in (End.PANIC, End.CANCELLED)
-        if self._graceful and await self._exits_within(self.deadlines.poweroff):
+        grace = SESSION_GRACE if self._quick else self.deadlines.poweroff
+        if self._graceful and await self._exits_within(grace):
             return
-        if not hard:
+        if not hard and not self._quick:
             self._stopped_by = "powerdown"
             await self._qmp_quietly("system_powerdown")
             if await self._exits_within(self.deadlines.soft_stop):

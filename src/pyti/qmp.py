@@ -24,6 +24,8 @@ from pyti.errors import QemuFailed
 
 log = logging.getLogger(__name__)
 
+CONNECT_RETRY = 5.0  # seconds to keep retrying a refused connect
+
 # Only these are queued: the guest can make QEMU emit others (RTC_CHANGE, ...) at will.
 WATCHED_EVENTS = ("SHUTDOWN", "GUEST_PANICKED", "RESET", "STOP", "RESUME")
 DISCONNECT_TIMEOUT = 2.0
@@ -52,6 +54,16 @@ class Qmp:
         return dict(event)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is a refused connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "Connection refused" in str(exc)
+
+
 @contextlib.asynccontextmanager
 async def open_qmp(socket_path: Path, *, name: str = "pyti") -> AsyncIterator[Qmp]:
     """Connect to QEMU's QMP socket (QEMU listens); disconnect on exit, even when cancelled."""
@@ -60,11 +72,19 @@ async def open_qmp(socket_path: Path, *, name: str = "pyti") -> AsyncIterator[Qm
         client = QMPClient(name)
         listener = EventListener(names=WATCHED_EVENTS)
         client.register_listener(listener)
-        try:
-            await trio_asyncio.aio_as_trio(client.connect)(str(socket_path))
-        except Exception as exc:
-            failure = exc  # raised below, outside the loop's nursery: a plain error, no group
-        else:
+        # QEMU creates the socket file at bind() and accepts at listen(): on a busy host
+        # a connect can land in between and be refused, so retry for a short while.
+        deadline = trio.current_time() + CONNECT_RETRY
+        while True:
+            try:
+                await trio_asyncio.aio_as_trio(client.connect)(str(socket_path))
+            except Exception as exc:
+                if _refused(exc) and trio.current_time() < deadline:
+                    await trio.sleep(0.01)
+                    continue
+                failure = exc  # raised below, outside the loop's nursery: a plain error
+            break
+        if failure is None:
             try:
                 yield Qmp(client, listener)
             finally:

@@ -203,7 +203,9 @@ async def _guest_pass(context: _Context, disk: SetupDisk, tasks: Sequence[str]) 
             machine.request_stop(End.RUN_TIMEOUT, "the run's total time limit")
         elif channel.end is not None:
             channel_end = channel.end.kind
-            if channel_end in _CHANNEL_STOPS:
+            if channel.end.clean:
+                machine.session_complete()
+            elif channel_end in _CHANNEL_STOPS:
                 machine.request_stop(_CHANNEL_STOPS[channel_end], channel.end.detail)
             elif not channel.end.clean:
                 machine.request_stop(End.STOPPED, channel.end.detail)
