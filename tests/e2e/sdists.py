@@ -261,3 +261,41 @@ FLAT_LAYOUT_FILES = {
             assert "site-packages" in pyti_fixture_flat.__file__, pyti_fixture_flat.__file__
         """,
 }
+
+
+HANG_TESTS = {
+    "test_hang.py": """\
+        import time
+
+        def test_quick():
+            pass
+
+        def test_hangs_forever():
+            while True:
+                time.sleep(1)
+        """,
+}
+
+DISK_FILLING_TESTS = {
+    "test_fill.py": """\
+        def test_fills_the_disk(tmp_path):
+            chunk = b"x" * (1 << 20)
+            with open(tmp_path / "big", "wb") as handle:
+                for _ in range(100_000):  # far past any scratch cap
+                    handle.write(chunk)
+                    handle.flush()
+        """,
+}
+
+OUTPUT_FLOOD_TESTS = {
+    "test_flood.py": """\
+        import sys
+
+        def test_prints_a_lot():
+            line = "spam " * 200 + "\\n"
+            for _ in range(40_000):  # about 40 MB on stdout
+                sys.stdout.write(line)
+            sys.stdout.flush()
+            assert True
+        """,
+}

@@ -224,3 +224,42 @@ def test_ctrl_c_stores_the_run_as_interrupted_and_leaves_no_qemu(
     assert "Traceback" not in output
     assert stored(data_dir, "SELECT outcome FROM runs") == [("interrupted",)]
     assert all(not Path(f"/proc/{pid}").exists() for pid in qemu)
+
+
+def test_a_hung_test_ends_as_timeout_when_nothing_progresses(
+    bookworm_image: object, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 5 s without progress (x4 under TCG): a hung test, not a dead guest (heartbeats go on).
+    monkeypatch.setenv("PYTI_NO_PROGRESS_TIMEOUT", "5")
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-hang", sdists.HANG_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT outcome, vm_end FROM runs") == [("timeout", "no-progress")]
+    # what arrived before the hang is kept
+    assert ("tests/test_hang.py::test_quick", "passed") in stored(
+        data_dir, "SELECT nodeid, outcome FROM tests"
+    )
+
+
+def test_a_test_that_fills_the_scratch_disk_gives_disk_full(
+    bookworm_image: object, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTI_SCRATCH_MB", "512")
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-fill", sdists.DISK_FILLING_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("disk-full",)]
+    kinds = {kind for (kind,) in stored(data_dir, "SELECT kind FROM findings")}
+    assert "disk-full" in kinds
+
+
+def test_an_output_flood_is_capped_and_the_run_still_passes(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-flood", sdists.OUTPUT_FLOOD_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("passed",)]
+    kept = stored(data_dir, "SELECT sum(length(data)) FROM outputs")[0][0]
+    assert isinstance(kept, int)
+    assert kept < 8 << 20  # ~40 MB were printed; head and tail are kept
