@@ -10,7 +10,6 @@ import os
 import sys
 import threading
 import time
-from typing import Any
 
 from pyti.protocol import (
     PROTOCOL_VERSION,
@@ -26,6 +25,10 @@ from pyti.protocol.blocking import GuestPort
 
 from . import __version__, trace
 from .port import find_port
+
+TYPE_CHECKING = False  # not typing's: importing typing slows the boot under TCG
+if TYPE_CHECKING:
+    from typing import Any
 
 HEARTBEAT_SECONDS = 2.0
 GOODBYE_LINGER = 2.0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from typing import Any, Final
 
 import cbor2
 
@@ -40,6 +39,10 @@ from .messages import (
     from_wire,
     to_wire,
 )
+
+TYPE_CHECKING = False  # not typing's: see messages.py
+if TYPE_CHECKING:
+    from typing import Any, Final
 
 DEFAULT_MAX_FRAME_SIZE: Final = 1 << 20
 DEFAULT_MAX_DEPTH: Final = 4  # frame map -> counts map / args array; room for one more level
