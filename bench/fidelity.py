@@ -61,7 +61,7 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 NATIVE_PYTHON = "/usr/bin/python3.11"
 NATIVE_UID = 65534  # nobody: permission tests behave as for a maintainer, not root
 PYTI = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pyti"
-PYTI_TIMEOUT = 1800
+PYTI_TIMEOUT = 4 * 3600  # filelock: ~3,700 tests, over an hour under TCG
 NATIVE_TIMEOUT = 1800
 
 # Written into the native run's temp dir; runs inside the throwaway venv.
@@ -432,19 +432,24 @@ def run_native(disk: SetupDisk, work: Path) -> Side:
 def compare(package: str, saved: Path | None = None, keep: bool = False) -> PackageResult:
     result = PackageResult(package)
     start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix=f"pyti-fidelity-{package}-"))
+    # A short path: AF_UNIX socket paths under TMPDIR must fit in 108 bytes
+    # (filelock skips a test otherwise, as it would on a maintainer's /tmp).
+    work = Path(tempfile.mkdtemp(prefix="pyti-fid-"))
     work.chmod(0o755)  # the native run's unprivileged user must reach native/
     try:
         data = run_pyti(package, work, saved)
+        # The spec pyti ran: the same manifest, so the same setup disk digest.
+        disk = trio.run(_prepare, str(data.get("spec") or package))
+        if disk.digest != data.get("setup_digest") and saved is not None:
+            # pyti's setup changed since the saved run: that run is stale.
+            (saved / f"{package}.json").unlink()
+            data = run_pyti(package, work, saved)
         pkg = data.get("package")
         result.version = str(pkg.get("version", "")) if isinstance(pkg, dict) else ""
         tests = data.get("tests")
         for test in tests if isinstance(tests, list) else []:
             result.pyti.add(str(test["nodeid"]), str(test["outcome"]))
         result.pyti.note = f"run {data.get('id')} {data.get('outcome')}"
-        # The spec pyti ran: the same manifest, so the same setup disk digest.
-        spec = str(data.get("spec") or package)
-        disk = trio.run(_prepare, spec)
         if disk.digest != data.get("setup_digest"):
             result.pyti.note += "; setup disk rebuilt with another digest"
         native_work = work / "native"
