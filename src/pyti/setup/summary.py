@@ -11,9 +11,10 @@ def summary_lines(disk: SetupDisk) -> list[str]:
     kinds = (
         f"{'wheel' if manifest.wheel else 'no wheel'}, {'sdist' if manifest.sdist else 'no sdist'}"
     )
+    dists = len(manifest.files) - len(manifest.bytecode)  # bytecode archives are not dists
     lines = [
         str(disk.path),
-        f"{manifest.package_name} {manifest.package_version}: {len(manifest.files)} dists"
+        f"{manifest.package_name} {manifest.package_version}: {dists} dists"
         f" ({kinds}), {len(manifest.test_requirements)} test requirements, {len(dropped)} dropped",
     ]
     if manifest.runner != "auto" or manifest.runner_args:
