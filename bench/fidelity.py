@@ -440,8 +440,9 @@ def compare(package: str, saved: Path | None = None, keep: bool = False) -> Pack
         data = run_pyti(package, work, saved)
         # The spec pyti ran: the same manifest, so the same setup disk digest.
         disk = trio.run(_prepare, str(data.get("spec") or package))
-        if disk.digest != data.get("setup_digest") and saved is not None:
-            # pyti's setup changed since the saved run: that run is stale.
+        if dict(disk.resolved) != data.get("resolved") and saved is not None:
+            # Other dists than the saved run installed: that run is stale. (A disk
+            # that differs in layout only, e.g. its bytecode tree, keeps the run.)
             (saved / f"{package}.json").unlink()
             data = run_pyti(package, work, saved)
         pkg = data.get("package")
@@ -546,6 +547,8 @@ def main() -> None:
                 "pyti": {"counts": r.pyti.counts, "note": r.pyti.note},
                 "native": {"counts": r.native.counts, "note": r.native.note},
                 "differences": r.differences,
+                # Per test, to compare again later (e.g. with a longer or partial run).
+                "tests": {"pyti": r.pyti.tests, "native": r.native.tests},
                 "error": r.error,
                 "seconds": round(r.seconds, 1),
             }
