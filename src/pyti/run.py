@@ -164,7 +164,8 @@ async def _prepare(context: _Context, **extra: object) -> SetupDisk:
         with_requirements=context.request.with_requirements,
         index_urls=(settings.index_url, *settings.extra_index_urls),
         offline=settings.offline,
-        runner_args=context.request.test_args or None,
+        # -- TEST-ARGS travel in Start, not on the disk: the agent adds them after the
+        # project's own runner arguments, and the cached disk does not depend on them.
         **extra,  # type: ignore[arg-type]
     )
 

@@ -299,3 +299,18 @@ OUTPUT_FLOOD_TESTS = {
             assert True
         """,
 }
+
+
+ST_DEV_TESTS = {
+    "test_dev.py": """\
+        import os
+
+        def test_a_new_file_is_on_its_directorys_device(tmp_path):
+            path = tmp_path / "x"
+            path.write_text("a")
+            assert os.stat(path).st_dev == os.stat(tmp_path).st_dev
+
+        def test_a_root_file_is_on_its_directorys_device():
+            assert os.stat("/etc/passwd").st_dev == os.stat("/etc").st_dev
+        """,
+}

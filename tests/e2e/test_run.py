@@ -263,3 +263,25 @@ def test_an_output_flood_is_capped_and_the_run_still_passes(
     kept = stored(data_dir, "SELECT sum(length(data)) FROM outputs")[0][0]
     assert isinstance(kept, int)
     assert kept < 8 << 20  # ~40 MB were printed; head and tail are kept
+
+
+def test_files_and_their_directories_share_st_dev_as_on_a_plain_filesystem(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    # Suites compare st_dev (filelock does); the guest's overlay must not split them.
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-stdev", sdists.ST_DEV_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {outcome for (outcome,) in stored(data_dir, "SELECT outcome FROM tests")} == {"passed"}
+
+
+def test_test_args_reach_the_runner_once(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-args", sdists.FAILING_TESTS)
+    # a positional target given twice would run the test twice
+    result = pyti_run(data_dir, str(sdist), "--", "tests/test_fails.py::test_good")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
+        ("tests/test_fails.py::test_good", "passed")
+    ]
