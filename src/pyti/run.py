@@ -156,7 +156,9 @@ class _Context:
     target: GuestTarget
 
 
-async def _prepare(context: _Context, **extra: object) -> SetupDisk:
+async def _prepare(
+    context: _Context, tasks: Sequence[str], dependencies: Sequence[str] | None = None
+) -> SetupDisk:
     settings = context.request.settings
     return await prepare(
         context.request.spec,
@@ -166,7 +168,8 @@ async def _prepare(context: _Context, **extra: object) -> SetupDisk:
         offline=settings.offline,
         # -- TEST-ARGS travel in Start, not on the disk: the agent adds them after the
         # project's own runner arguments, and the cached disk does not depend on them.
-        **extra,  # type: ignore[arg-type]
+        tasks=tasks,
+        dependencies=dependencies,
     )
 
 
