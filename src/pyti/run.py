@@ -256,8 +256,9 @@ async def execute(request: RunRequest, recorder: RunRecorder) -> RunResult:
         # The dependencies need the package's own build backend: ask the guest for its
         # metadata first (package code runs only there), then resolve for real.
         recorder.phase(Phase.RESOLVE, "dependencies are dynamic: building metadata in the guest")
-        metadata_disk = await _prepare(context, tasks=("metadata",))
-        first = await _guest_pass(context, metadata_disk, ("metadata",))
+        # The disk already holds the sdist and its build requirements, and the agent runs
+        # the tasks named in Start: no second disk is needed for this pass.
+        first = await _guest_pass(context, disk, ("metadata",))
         if first.end is not VmEnd.NORMAL or first.metadata is None:
             return recorder.finish(first.end, error=first.detail, console=first.console)
         dependencies = _dependencies_from(first.metadata, target)
