@@ -1,9 +1,15 @@
-"""Messages: constructor validation and wire round trips (also run against old cbor2)."""
+"""Messages: records (frozen, keyword-only), validation, wire round trips (also under old cbor2)."""
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 import re
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -240,3 +246,126 @@ def test_non_ascii_text_is_fine() -> None:
     result = m.TestResult(nodeid="tëst.py::test_ü[日本]", outcome="failed", duration=1.0,
                           report="assert 'é' == 'e'")  # fmt: skip
     assert decode_body(encode(result)[4:]) == result
+
+
+# The record mechanism (frozen, keyword-only, slotted classes without dataclasses).
+
+HEARTBEAT = m.Heartbeat(seq=3)
+RESULT = m.TestResult(nodeid="t.py::test", outcome="failed", duration=0.5, report="boom")
+
+
+@pytest.mark.parametrize("message", [HEARTBEAT, RESULT, m.UnknownMessage(type="x", size=1)])
+def test_records_are_frozen(message: object) -> None:
+    with pytest.raises(m.FrozenInstanceError, match="cannot assign to field 'seq'"):
+        message.seq = 4  # type: ignore[attr-defined]
+    with pytest.raises(m.FrozenInstanceError, match="cannot delete field 'seq'"):
+        del message.seq  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):  # FrozenInstanceError is one, as in dataclasses
+        message.new_attribute = 1  # type: ignore[attr-defined]
+
+
+def test_records_have_slots_and_no_dict() -> None:
+    assert vars(m.TestResult)["__slots__"] == ("nodeid", "outcome", "duration", "report")
+    assert vars(m.Message)["__slots__"] == ()
+    for message in (HEARTBEAT, RESULT, m.Goodbye(), m.UnknownMessage(type="x", size=1)):
+        assert not hasattr(message, "__dict__")
+
+
+def test_fields_are_inherited_then_declared_in_order() -> None:
+    assert m.TestResult._fields == ("nodeid", "outcome", "duration", "report")
+    assert m.TaskFinished._fields == ("task", "outcome", "exit_code", "duration", "counts")
+    assert m.UnknownMessage._fields == ("type", "size")
+    assert m.Message._fields == ()
+    for cls in m.MESSAGE_TYPES.values():
+        assert cls._fields == tuple(cls.__annotations__)
+    assert list(m.to_wire(RESULT)) == ["type", "nodeid", "outcome", "duration", "report"]
+
+
+def test_defaults_fill_omitted_fields() -> None:
+    assert m.Goodbye().reason == "done"
+    assert m.Start(run_id="r", tasks=()).test_args == ()
+    assert m.Finding(kind="network", detail="").task == ""
+    assert m.TestResult(nodeid="a", outcome="passed", duration=0.0).report == ""
+    finished = m.TaskFinished(task="test", outcome="passed", exit_code=0, duration=0.0)
+    assert type(finished.counts) is types.MappingProxyType
+    assert finished.counts == {}
+
+
+def test_equal_records_have_the_same_type_and_fields_and_hash() -> None:
+    assert m.Heartbeat(seq=3) == HEARTBEAT
+    assert hash(m.Heartbeat(seq=3)) == hash(HEARTBEAT) == hash((3,))
+    assert m.Heartbeat(seq=4) != HEARTBEAT
+    other: object = m.Goodbye(reason="done")  # same fields, another type
+    assert m.Cancel(reason="done") != other
+    assert other != (3,)
+    assert len({HEARTBEAT, m.Heartbeat(seq=3), RESULT}) == 2
+
+
+def test_a_record_with_a_mapping_is_unhashable() -> None:
+    finished = m.TaskFinished(task="test", outcome="passed", exit_code=0, duration=0.0)
+    with pytest.raises(TypeError):
+        hash(finished)
+
+
+def test_repr_names_every_field_like_a_dataclass() -> None:
+    assert repr(HEARTBEAT) == "Heartbeat(seq=3)"
+    assert repr(RESULT) == (
+        "TestResult(nodeid='t.py::test', outcome='failed', duration=0.5, report='boom')"
+    )
+    assert repr(m.UnknownMessage(type="x", size=1)) == "UnknownMessage(type='x', size=1)"
+
+
+def test_constructors_take_keywords_only_and_name_what_is_wrong() -> None:
+    with pytest.raises(
+        TypeError, match=r"^Heartbeat\(\) missing required keyword argument: 'seq'$"
+    ):
+        m.Heartbeat()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"arguments: 'outcome', 'duration'$"):
+        m.TestResult(nodeid="a")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^Heartbeat\(\) got unexpected keyword argument: 'sec'$"):
+        m.Heartbeat(seq=1, sec=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="positional"):
+        m.Heartbeat(1)  # type: ignore[call-arg]
+    with pytest.raises(m.InvalidMessage, match=r"test-result: .* 'duration'"):
+        m.from_wire({"type": "test-result", "nodeid": "a", "outcome": "passed"})
+
+
+def test_records_survive_copy_and_pickle() -> None:
+    finished = m.TaskFinished(task="test", outcome="passed", exit_code=0, duration=1.0,
+                              counts={"passed": 1})  # fmt: skip
+    for message in (HEARTBEAT, RESULT, m.UnknownMessage(type="x", size=1)):
+        assert copy.copy(message) == message
+        assert copy.deepcopy(message) == message
+        assert pickle.loads(pickle.dumps(message)) == message
+    assert copy.copy(finished).counts == {"passed": 1}
+
+
+def test_the_codec_does_not_import_dataclasses_typing_or_inspect() -> None:
+    # The guest imports pyti.protocol on its boot path, where each of these costs tens of
+    # milliseconds under TCG. cbor2 is imported first: what it imports is not ours.
+    src = Path(__file__).resolve().parents[2] / "src"
+    heavy = {"dataclasses", "typing", "inspect", "re", "ast"}
+    script = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import messages\n"  # alone, without the package (and cbor2)
+        "alone = set(sys.modules) - before\n"
+        "import cbor2\n"
+        "before = set(sys.modules)\n"
+        "import pyti.protocol\n"
+        "print(' '.join(sorted(alone)))\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    path = [str(src), str(src / "pyti" / "protocol"), *(p for p in sys.path if p)]
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import sys; sys.path[:0] = {path!r}\n{script}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    alone, package = (set(line.split()) for line in done.stdout.splitlines())
+    assert "messages" in alone
+    assert "pyti.protocol.messages" in package
+    assert not alone & heavy
+    assert not package & heavy
