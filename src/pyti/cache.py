@@ -26,6 +26,7 @@ def sections() -> list[tuple[str, Path]]:
         ("images", paths.images_dir()),
         ("downloads", paths.downloads_dir()),
         ("setup disks", paths.setup_disks_dir()),
+        ("vm snapshots", paths.snapshots_dir()),
         ("vms", paths.vms_dir()),
         ("probes", paths.probes_dir()),
     ]

@@ -80,6 +80,13 @@ def run(
     cpus: Annotated[int | None, typer.Option(help="Guest CPUs.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Total time limit in seconds.")] = None,
     offline: Annotated[bool, typer.Option(help="Use cached downloads only.")] = False,
+    snapshots: Annotated[
+        bool | None,
+        typer.Option(
+            "--snapshots/--no-snapshots",
+            help="Resume a saved VM instead of booting (default: on; made on first use).",
+        ),
+    ] = None,
     index_url: Annotated[str | None, typer.Option(help="A PEP 503/691 index.")] = None,
     extra_index_url: Annotated[
         list[str] | None, typer.Option(help="Another index (repeatable).")
@@ -112,6 +119,7 @@ def run(
             "cpus": cpus,
             "total_timeout": timeout,
             "offline": offline or None,
+            "snapshots": snapshots,
             "index_url": index_url,
             "extra_index_urls": extra_index_url,
         },

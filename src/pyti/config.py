@@ -36,6 +36,7 @@ class Settings:
     index_url: str = "https://pypi.org/simple/"
     extra_index_urls: tuple[str, ...] = ()
     offline: bool = False
+    snapshots: bool = True  # resume a saved VM instead of booting (pyti.snapshot)
 
     def __post_init__(self) -> None:
         if self.accel not in ACCELERATORS:

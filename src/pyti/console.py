@@ -19,6 +19,9 @@ MAX_LINE = 4096  # a longer "line" is scanned by its first MAX_LINE bytes only
 
 PANIC_MARKERS = (b"Kernel panic - not syncing",)
 OOM_MARKERS = (b"Out of memory:", b"invoked oom-killer", b"Memory cgroup out of memory")
+# The agent prints this line just before its Hello (guest_agent/pyti_agent/__main__.py):
+# the point where pyti.snapshot saves a VM. Only a whole line counts.
+MARKER = b"pyti-agent: ready for Hello"
 # Panics that are the OOM killer giving up ("Out of memory and no killable processes...").
 OOM_PANIC_MARKERS = (b"Out of memory", b"deadlocked on memory")
 
@@ -29,6 +32,7 @@ class ConsoleVerdicts:
 
     panic_line: str | None = None
     oom_lines: list[str] = field(default_factory=list)
+    marker_seen: bool = False  # the agent's snapshot point (MARKER) went by
 
 
 class Console:
@@ -55,6 +59,8 @@ class Console:
             self._line += piece[:room]
 
     def _scan(self, line: bytes) -> None:
+        if line.rstrip(b"\r") == MARKER:
+            self.verdicts.marker_seen = True
         if any(marker in line for marker in PANIC_MARKERS):
             if self.verdicts.panic_line is None:
                 self.verdicts.panic_line = _text(line)

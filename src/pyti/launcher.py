@@ -8,7 +8,9 @@ a guest script run in place of the agent.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,7 +20,7 @@ from typing import TypeVar
 
 import trio
 
-from pyti import accel
+from pyti import accel, snapshot
 from pyti.deadlines import Deadlines
 from pyti.errors import GuestCrashed, QemuFailed
 from pyti.image import Image
@@ -40,12 +42,11 @@ class BootResult:
     seconds_total: float  # QEMU start -> QEMU exited after Goodbye
     goodbye: Goodbye | None
     console: bytes
+    restored: bool = False  # resumed from a snapshot (pyti.snapshot) instead of booted
 
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds a process has used (from /proc), None if it is gone."""
-    import os
-
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -61,8 +62,10 @@ async def _run_vm(
     memory_mb: int,
     extra_cmdline: str,
     timeout: float,
-) -> tuple[T, float, bytes]:
-    """Run one VM until it powers off: (what `conversation` returned, seconds, console)."""
+    snapshots: bool = False,
+) -> tuple[T, float, bytes, bool]:
+    """Run one VM until it powers off: (what `conversation` returned, seconds, console,
+    whether it was resumed from a snapshot)."""
     chosen = accel.choose("auto", kernel=image.kernel, initrd=image.initrd)
     config = MachineConfig.from_image(
         image,
@@ -74,6 +77,8 @@ async def _run_vm(
         deadlines=Deadlines(boot=timeout, total=timeout),
         name="boot",
     )
+    if snapshots:
+        config = dataclasses.replace(config, restore=await snapshot.ensure(config))
     with trio.move_on_after(timeout) as scope:
         async with open_machine(config) as machine:
             result = await conversation(machine)
@@ -85,7 +90,7 @@ async def _run_vm(
     if ended.end is not End.NORMAL:
         tail = ended.console[-2000:]
         raise GuestCrashed(f"the guest ended {ended.end.value}: {ended.detail}; console: {tail}")
-    return result, ended.wall_seconds, ended.console.encode()
+    return result, ended.wall_seconds, ended.console.encode(), ended.restored
 
 
 async def boot_to_hello(
@@ -95,26 +100,29 @@ async def boot_to_hello(
     memory_mb: int = 512,
     timeout: float = 60.0,
     trace: bool = False,
+    snapshots: bool = False,
 ) -> BootResult:
     """Boot `image`, read Hello, send an empty Start, and wait for Goodbye and power-off.
 
     `trace` adds pyti.trace to the kernel command line: /init and the agent then write
-    their guest uptime at each step to the console (see BootResult.console).
+    their guest uptime at each step to the console (see BootResult.console). `snapshots`
+    resumes the shape's saved VM instead (made first if missing), as `pyti run` does.
     """
     started = time.monotonic()
 
     async def conversation(machine: Machine) -> tuple[Hello, float, float | None, Goodbye | None]:
         return await _hello_then_goodbye(machine, started)
 
-    (hello, at_hello, cpu, goodbye), total, console = await _run_vm(
+    (hello, at_hello, cpu, goodbye), total, console, restored = await _run_vm(
         image,
         conversation,
         setup_disk=setup_disk,
         memory_mb=memory_mb,
         extra_cmdline="pyti.trace" if trace else "",
         timeout=timeout,
+        snapshots=snapshots,
     )
-    return BootResult(hello, at_hello, cpu, total, goodbye, console)
+    return BootResult(hello, at_hello, cpu, total, goodbye, console, restored)
 
 
 async def run_script(
@@ -133,7 +141,7 @@ async def run_script(
     async def no_conversation(machine: Machine) -> None:
         machine.mark_ready()  # no agent will say Hello: the script is the guest's work
 
-    _, _, console = await _run_vm(
+    _, _, console, _ = await _run_vm(
         image,
         no_conversation,
         setup_disk=setup_disk,
@@ -164,7 +172,10 @@ async def _hello_then_goodbye(
             hello, at_hello = event, time.monotonic() - started
             cpu = cpu_seconds(machine.pid) if machine.pid else None
             machine.mark_ready()
-            await stream.send_all(conn.send(Start(run_id=uuid.uuid4().hex, tasks=())))
+            start = Start(
+                run_id=uuid.uuid4().hex, tasks=(), clock=time.time(), entropy=os.urandom(32)
+            )
+            await stream.send_all(conn.send(start))
         elif isinstance(event, Goodbye):
             goodbye = event
             machine.session_complete()

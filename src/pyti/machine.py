@@ -106,6 +106,12 @@ class MachineConfig:
     extra_cmdline: str = ""
     log_path: Path | None = None  # the capped console and QEMU's output are kept here
     name: str = "vm"
+    # Resume this saved VM (pyti.snapshot) instead of booting; the rest of the config must
+    # be the one the snapshot was made with.
+    restore: Path | None = None
+    # False only for the VM a snapshot is made from: the agent's Hello then waits, blocked
+    # in the kernel, for a host that connects after a restore.
+    connect_port: bool = True
 
     @classmethod
     def from_image(cls, image: Image, **changes: Any) -> MachineConfig:
@@ -131,12 +137,14 @@ class MachineResult:
     qemu_output: str  # capped
     oom_lines: tuple[str, ...] = ()
     log_path: Path | None = None
+    restored: bool = False  # resumed from a snapshot rather than booted
 
     def __bool__(self) -> bool:
         return self.end is End.NORMAL
 
     def summary(self) -> str:
-        return f"{self.end.value} under {self.accel}: {self.detail}"
+        start = ", from a snapshot" if self.restored else ""
+        return f"{self.end.value} under {self.accel}{start}: {self.detail}"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -149,6 +157,7 @@ class MachineResult:
             "wall_seconds": self.wall_seconds,
             "oom_lines": list(self.oom_lines),
             "log_path": str(self.log_path) if self.log_path else None,
+            "restored": self.restored,
         }
 
 
@@ -289,6 +298,8 @@ class Machine:
         self._output_done = trio.Event()
         self._started_at: float | None = None
         self._boot_seconds: float | None = None
+        self._vmdir: VmDir | None = None
+        self._marker_seen = trio.Event()
 
     # -- what callers use ------------------------------------------------------------------
 
@@ -342,6 +353,49 @@ class Machine:
         self.request_stop(End.NORMAL, detail)
         self._quick = True
 
+    async def save_state(self, target: Path) -> None:
+        """Snapshot the guest once the agent is at its snapshot point: stop the CPU, write
+        the whole VM state to `target` (QEMU's migration stream), then quit QEMU.
+
+        The guest must have been started with `connect_port=False` (see MachineConfig) and
+        a console that shows `Console.MARKER`; the caller bounds the wait with a deadline.
+        """
+        if self.config.connect_port:
+            raise VmStateError("a snapshot needs a VM whose port the host left unconnected")
+        while not self._marker_seen.is_set():
+            if self._exited.is_set() or self._requested is not None:
+                raise QemuFailed(
+                    "the VM ended before the agent's snapshot point", returncode=None, log=None
+                )
+            with trio.move_on_after(0.05):
+                await self._marker_seen.wait()
+        self._life.require("snapshot", VmState.BOOTING)
+        qmp, vmdir = self._qmp, self._vmdir
+        assert qmp is not None and vmdir is not None
+        await qmp.execute("stop")
+        path = vmdir.socket("migrate")
+        listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        with listener:
+            await listener.bind(str(path))
+            listener.listen(1)
+            await qmp.execute("migrate", {"uri": f"unix:{path}"})
+            connection, _ = await listener.accept()
+            with connection, target.open("wb") as out:
+                while data := await connection.recv(1 << 20):
+                    out.write(data)
+        while True:  # QEMU closes the stream before it reports the migration's end
+            status = await qmp.execute("query-migrate")
+            state = status.get("status") if isinstance(status, dict) else None
+            if state == "completed":
+                break
+            if state not in ("setup", "active", "device", "pre-switchover"):
+                raise QemuFailed(
+                    f"saving the VM state ended {state}: {status}", returncode=None, log=None
+                )
+            await trio.sleep(0.01)
+        self.request_stop(End.STOPPED, "snapshot saved")
+        self._quick = True
+
     async def shutdown(self, end: End = End.NORMAL, detail: str = "") -> MachineResult:
         self.request_stop(end, detail)
         return await self.wait()
@@ -362,13 +416,20 @@ class Machine:
         vmdir: VmDir | None = None
         try:
             vmdir = await trio.to_thread.run_sync(VmDir.create)
-            argv = await self._argv(vmdir)
+            self._vmdir = vmdir
+            incoming = self._open_snapshot()
+            argv = await self._argv(vmdir, incoming)
             self._log.debug("argv: %s", argv)
             read_end, write_end = os.pipe()
             try:
-                self._process = await spawn(argv, stdout=write_end, stderr=write_end)
+                inherited = [] if incoming is None else [incoming]
+                self._process = await spawn(
+                    argv, stdout=write_end, stderr=write_end, pass_fds=inherited
+                )
             finally:
                 os.close(write_end)
+                if incoming is not None:
+                    os.close(incoming)
             output = trio.lowlevel.FdStream(read_end)
             async with output, trio.open_nursery() as nursery:
                 nursery.start_soon(self._pump_output, output)
@@ -389,7 +450,15 @@ class Machine:
         assert self.result is not None
         return self.result
 
-    async def _argv(self, vmdir: VmDir) -> list[str]:
+    def _open_snapshot(self) -> int | None:
+        if self.config.restore is None:
+            return None
+        try:
+            return os.open(self.config.restore, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise QemuFailed(f"cannot open the snapshot: {exc}", returncode=None, log=None) from exc
+
+    async def _argv(self, vmdir: VmDir, incoming: int | None = None) -> list[str]:
         config = self.config
         scratch = None
         if config.scratch_mb is not None:
@@ -417,6 +486,7 @@ class Machine:
             sandbox=sandbox,
             tb_size_mb=config.tb_size_mb,
             paused=True,  # connect everything before the first guest instruction
+            incoming_fd=incoming,
         )
         return build_argv(vm)
 
@@ -432,9 +502,12 @@ class Machine:
             ):
                 self._qmp = qmp
                 console = await _open_listening(vmdir.socket("console"))
-                self._port = await _open_listening(vmdir.socket("port"))
+                if self.config.connect_port:
+                    self._port = await _open_listening(vmdir.socket("port"))
                 nursery.start_soon(self._pump_console, console)
                 qmp_tasks.start_soon(self._pump_events, qmp)
+                if self.config.restore is not None:
+                    await self._wait_for_snapshot(qmp)
                 await qmp.execute("cont")
                 task_status.started(self)
                 started = True
@@ -447,6 +520,17 @@ class Machine:
             if started or _has_cancelled(exc):
                 raise
             raise await self._startup_failure(exc) from exc
+
+    async def _wait_for_snapshot(self, qmp: Qmp) -> None:
+        """Wait until QEMU has loaded the snapshot. (A `cont` during the load would not do:
+        QEMU restores the saved run state, paused, over its autostart flag.) A snapshot that
+        cannot be loaded ends QEMU, which fails the query."""
+        with trio.fail_after(self.deadlines.boot):
+            while True:
+                status = await qmp.execute("query-status")
+                if not isinstance(status, dict) or status.get("status") != "inmigrate":
+                    return
+                await trio.sleep(0.005)
 
     async def _wait_for_sockets(self, vmdir: VmDir) -> None:
         sockets = [vmdir.socket(name) for name in ("qmp", "console", "port")]
@@ -563,6 +647,8 @@ class Machine:
                     self.console.feed(data)
                     if self.console.verdicts.panic_line:
                         self.request_stop(End.PANIC, self.console.verdicts.panic_line)
+                    if self.console.verdicts.marker_seen:
+                        self._marker_seen.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._log.debug("console: %r", exc)
         finally:
@@ -641,6 +727,7 @@ class Machine:
             qemu_output=output,
             oom_lines=tuple(self.console.verdicts.oom_lines),
             log_path=self.config.log_path,
+            restored=self.config.restore is not None,
         )
 
     def _qemu_output_text(self) -> str:

@@ -37,6 +37,11 @@ def vms_dir() -> Path:
     return cache_dir() / "vms"
 
 
+def snapshots_dir() -> Path:
+    """Saved VMs to resume instead of booting (pyti.snapshot)."""
+    return cache_dir() / "snapshots"
+
+
 def probes_dir() -> Path:
     return cache_dir() / "probes"
 

@@ -9,6 +9,8 @@ Choices (measured on this project's hosts, see /work/shared/guest-poc.md and doc
 - Root and setup disks are `readonly=on`; only the per-VM scratch disk is writable.
 - Every chardev is a unix socket with QEMU as server and `wait=off`; the console goes to one of
   them (never `-serial file:`, which cannot be capped) and pyti reads and caps it itself.
+- `-incoming fd:N` resumes a snapshot (pyti.snapshot) instead of booting: the same argv
+  otherwise, since QEMU restores device state into the devices the command line creates.
 - The disks carry `serial=` ids (`pyti-root`, `pyti-setup`, `pyti-scratch`), visible in the guest
   as /sys/block/vdX/serial, so the guest can find them even if the order ever changes.
 """
@@ -45,6 +47,9 @@ class VmConfig:
     pvpanic: bool = True  # ISA pvpanic device: GUEST_PANICKED on a kernel panic (if driven)
     paused: bool = False  # -S: start with the CPU stopped, so the host connects before boot
     tb_size_mb: int | None = None  # TCG translation buffer size; None = QEMU's default
+    # Resume a saved VM (pyti.snapshot) read from this inherited file descriptor instead of
+    # booting; every other option must be what the snapshot's VM had (the same devices).
+    incoming_fd: int | None = None
 
     def __post_init__(self) -> None:
         if self.accel not in ACCELERATORS:
@@ -55,6 +60,8 @@ class VmConfig:
             raise ValueError(f"cpus must be at least 1, not {self.cpus}")
         if self.tb_size_mb is not None and self.tb_size_mb < 1:
             raise ValueError(f"tb_size_mb must be positive, not {self.tb_size_mb}")
+        if self.incoming_fd is not None and self.incoming_fd < 0:
+            raise ValueError(f"incoming_fd must be a file descriptor, not {self.incoming_fd}")
 
 
 def _opt(value: object) -> str:
@@ -108,6 +115,8 @@ def build_argv(config: VmConfig) -> list[str]:
         argv += ["-device", "pvpanic"]
     if config.sandbox:
         argv += ["-sandbox", SANDBOX_OPTION]
+    if config.incoming_fd is not None:
+        argv += ["-incoming", f"fd:{config.incoming_fd}"]
     if config.paused:
         argv += ["-S"]
     return argv

@@ -34,13 +34,16 @@ DISCONNECT_TIMEOUT = 2.0
 class Qmp:
     """A connected QMP session; made by `open_qmp`."""
 
-    def __init__(self, client: Any, listener: Any) -> None:
+    def __init__(self, client: Any, listener: Any, loop: Any) -> None:
         self._client = client
         self._listener = listener
+        # Named explicitly: a caller's task need not run inside the loop's context (a
+        # snapshot is saved from a task that is not a child of open_qmp's block).
+        self._loop = loop
 
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> object:
         try:
-            return await trio_asyncio.aio_as_trio(self._client.execute)(
+            return await trio_asyncio.aio_as_trio(self._client.execute, loop=self._loop)(
                 command, dict(arguments) if arguments else None
             )
         except trio.Cancelled:
@@ -50,7 +53,7 @@ class Qmp:
 
     async def next_event(self) -> dict[str, Any]:
         """The next watched event, e.g. {"event": "SHUTDOWN", "data": {...}, ...}."""
-        event = await trio_asyncio.aio_as_trio(self._listener.get)()
+        event = await trio_asyncio.aio_as_trio(self._listener.get, loop=self._loop)()
         return dict(event)
 
 
@@ -68,7 +71,7 @@ def _refused(exc: BaseException) -> bool:
 async def open_qmp(socket_path: Path, *, name: str = "pyti") -> AsyncIterator[Qmp]:
     """Connect to QEMU's QMP socket (QEMU listens); disconnect on exit, even when cancelled."""
     failure: Exception | None = None
-    async with trio_asyncio.open_loop():
+    async with trio_asyncio.open_loop() as loop:
         client = QMPClient(name)
         listener = EventListener(names=WATCHED_EVENTS)
         client.register_listener(listener)
@@ -86,7 +89,7 @@ async def open_qmp(socket_path: Path, *, name: str = "pyti") -> AsyncIterator[Qm
             break
         if failure is None:
             try:
-                yield Qmp(client, listener)
+                yield Qmp(client, listener, loop)
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(DISCONNECT_TIMEOUT):
                     try:

@@ -8,13 +8,16 @@ run ends, exactly one outcome is stored (`pyti.outcomes`), and the VM is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import trio
 
-from pyti import __version__, accel, image, paths
+from pyti import __version__, accel, image, paths, snapshot
 from pyti.channel import ChannelLimits, EndKind, GuestChannel
 from pyti.config import Settings
 from pyti.deadlines import Deadlines, deadline_factor
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 PYTHON_SUITES = {python: suite for suite, python in image.SUITES.items()}
 DISK_FULL_MARKERS = (b"No space left on device", b"Disk quota exceeded")
+ENTROPY_BYTES = 64  # fresh randomness for the guest's CRNG in every Start (pyti.snapshot)
 
 # How each machine end maps onto the run's VM end; NORMAL and STOPPED defer to the channel.
 _MACHINE_ENDS = {
@@ -120,6 +124,8 @@ class _Session:
                     run_id=str(self.recorder.run_id),
                     tasks=tuple(start_tasks),
                     test_args=self.request.test_args,
+                    clock=time.time(),
+                    entropy=os.urandom(ENTROPY_BYTES),
                 )
                 if await channel.send(start):
                     machine.mark_running()
@@ -173,15 +179,35 @@ async def _prepare(
     )
 
 
+# How a VM resumed from a snapshot ends when the snapshot itself is bad (QEMU cannot load
+# it, or the agent never says Hello): the pass is then made again with a cold boot.
+_BAD_SNAPSHOT_ENDS = frozenset({End.QEMU_CRASH, End.BOOT_FAILED, End.BOOT_TIMEOUT, End.GUEST_RESET})
+
+
 async def _guest_pass(context: _Context, disk: SetupDisk, tasks: Sequence[str]) -> _PassEnd:
-    """Boot the guest once with `disk`, run `tasks`, and say how the VM ended."""
+    """Boot the guest once with `disk` (or resume its snapshot), run `tasks`, and say how
+    the VM ended."""
     settings, recorder = context.request.settings, context.recorder
+    config = _machine_config(context, disk)
+    saved = await snapshot.ensure(config) if settings.snapshots else None
+    if saved is not None:
+        recorder.phase(Phase.BOOT, f"{context.accel}, resuming a saved VM")
+        restored = dataclasses.replace(config, restore=saved)
+        end, result = await _run_pass(context, restored, tasks)
+        if result.boot_seconds is not None or result.end not in _BAD_SNAPSHOT_ENDS:
+            return end
+        snapshot.invalidate(saved, result.summary())
     recorder.phase(Phase.BOOT, context.accel)
-    factor = deadline_factor(context.accel)
+    end, _ = await _run_pass(context, config, tasks)
+    return end
+
+
+def _machine_config(context: _Context, disk: SetupDisk) -> MachineConfig:
+    settings, recorder = context.request.settings, context.recorder
     deadlines = Deadlines(total=settings.total_timeout, no_progress=settings.no_progress_timeout)
     log_path = paths.data_dir() / "logs" / f"run-{recorder.run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    config = MachineConfig.from_image(
+    return MachineConfig.from_image(
         context.image,
         setup_disk=disk.path,
         accel=context.accel,
@@ -192,6 +218,14 @@ async def _guest_pass(context: _Context, disk: SetupDisk, tasks: Sequence[str]) 
         log_path=log_path,
         name=f"run{recorder.run_id}",
     )
+
+
+async def _run_pass(
+    context: _Context, config: MachineConfig, tasks: Sequence[str]
+) -> tuple[_PassEnd, MachineResult]:
+    recorder = context.recorder
+    deadlines = config.deadlines
+    factor = deadline_factor(context.accel)
     limits = ChannelLimits(
         silence_timeout=deadlines.silence,
         no_progress_timeout=deadlines.no_progress,
@@ -220,7 +254,7 @@ async def _guest_pass(context: _Context, disk: SetupDisk, tasks: Sequence[str]) 
         recorder.host_finding("oom", result.oom_lines[0])
     end = vm_end(result, channel_end)
     detail = "" if end is VmEnd.NORMAL else _detail(result, channel)
-    return _PassEnd(end, detail, result.console, session.metadata)
+    return _PassEnd(end, detail, result.console, session.metadata), result
 
 
 def _dependencies_from(metadata: Metadata, target: GuestTarget) -> list[str]:

@@ -75,6 +75,20 @@ def test_hello_then_goodbye_for_an_empty_start(pair: tuple[Host, GuestPort]) -> 
     assert status == [0]
 
 
+def test_the_snapshot_marker_comes_just_before_hello(
+    pair: tuple[Host, GuestPort], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pyti.console import MARKER
+
+    host, port = pair
+    thread, _ = run_agent(port)
+    assert isinstance(host.next(), Hello)
+    assert MARKER.decode() in capsys.readouterr().err.splitlines()
+    host.send(Cancel(reason="done"))
+    assert host.next() == Goodbye(reason="cancelled")
+    thread.join(5)
+
+
 def test_cancel_before_start_says_goodbye_cancelled(pair: tuple[Host, GuestPort]) -> None:
     host, port = pair
     thread, status = run_agent(port)
@@ -120,3 +134,13 @@ def test_host_closing_before_start_ends_the_agent(pair: tuple[Host, GuestPort]) 
     thread.join(5)
     assert not thread.is_alive()
     assert host.next() in (Goodbye(reason="cancelled"), CLOSED)
+
+
+def test_the_agent_sees_whether_a_host_holds_the_other_end() -> None:
+    # virtio-console reports POLLHUP while no host is connected; a socket pair after its
+    # peer closed reports it the same way
+    left, right = socket.socketpair()
+    with left:
+        with right:
+            assert agent._host_connected(left.fileno())
+        assert not agent._host_connected(left.fileno())

@@ -72,3 +72,13 @@ def test_an_ordinary_panic_is_not_an_oom() -> None:
     console = Console()
     console.feed(b"Kernel panic - not syncing: Attempted to kill init!\n")
     assert console.verdicts.oom_lines == []
+
+
+def test_the_snapshot_marker_counts_only_as_a_whole_line_even_split_across_reads() -> None:
+    console = Console()
+    console.feed(b"echo pyti-agent: ready for Hello? no\n")
+    assert not console.verdicts.marker_seen
+    console.feed(b"boot...\r\npyti-agent: ready ")
+    assert not console.verdicts.marker_seen
+    console.feed(b"for Hello\r\n")
+    assert console.verdicts.marker_seen

@@ -146,6 +146,11 @@ def test_invalid_message_is_a_protocol_error_and_a_value_error() -> None:
         (lambda: m.Start(run_id="r", tasks=("test", "test")), "repeat"),
         (lambda: m.Start(run_id="r", tasks=("deploy",)), "task"),
         (lambda: m.Start(run_id="r", tasks=(), test_args=("a",) * (m.MAX_ARGS + 1)), "items"),
+        (lambda: m.Start(run_id="r", tasks=(), clock=-1.0), "clock"),
+        (lambda: m.Start(run_id="r", tasks=(), clock=math.nan), "clock"),
+        (lambda: m.Start(run_id="r", tasks=(), clock="now"), "clock"),
+        (lambda: m.Start(run_id="r", tasks=(), entropy="x"), "entropy"),
+        (lambda: m.Start(run_id="r", tasks=(), entropy=b"x" * (m.MAX_ENTROPY + 1)), "entropy"),
         (lambda: m.TestResult(nodeid="", outcome="passed", duration=0.0), "nodeid"),
         (lambda: m.TestResult(nodeid="a", outcome="ok", duration=0.0), "outcome"),
         (lambda: m.TestResult(nodeid="a", outcome="passed", duration=-1.0), "duration"),
@@ -283,7 +288,8 @@ def test_fields_are_inherited_then_declared_in_order() -> None:
 
 def test_defaults_fill_omitted_fields() -> None:
     assert m.Goodbye().reason == "done"
-    assert m.Start(run_id="r", tasks=()).test_args == ()
+    start = m.Start(run_id="r", tasks=())
+    assert (start.test_args, start.clock, start.entropy) == ((), 0.0, b"")
     assert m.Finding(kind="network", detail="").task == ""
     assert m.TestResult(nodeid="a", outcome="passed", duration=0.0).report == ""
     finished = m.TaskFinished(task="test", outcome="passed", exit_code=0, duration=0.0)
@@ -369,3 +375,13 @@ def test_the_codec_does_not_import_dataclasses_typing_or_inspect() -> None:
     assert "pyti.protocol.messages" in package
     assert not alone & heavy
     assert not package & heavy
+
+
+def test_start_carries_the_clock_and_entropy_for_a_resumed_guest() -> None:
+    start = m.Start(run_id="r", tasks=(), clock=1_790_000_000.25, entropy=b"\x00\xff" * 32)
+    again = decode_body(encode(start)[4:])
+    assert again == start
+    # a whole-number clock may arrive as a CBOR integer: it stays a float
+    assert m.from_wire({"type": "start", "run_id": "r", "tasks": [], "clock": 5}) == m.Start(
+        run_id="r", tasks=(), clock=5.0
+    )

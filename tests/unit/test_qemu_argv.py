@@ -104,6 +104,20 @@ def test_paused_adds_dash_s_only_when_asked() -> None:
     assert build_argv(dataclasses.replace(BASE, paused=True))[-1] == "-S"
 
 
+def test_incoming_fd_resumes_a_snapshot_with_otherwise_the_same_argv() -> None:
+    restored = build_argv(dataclasses.replace(BASE, incoming_fd=7))
+    assert option_values(restored, "-incoming") == ["fd:7"]
+    cold = build_argv(BASE)
+    assert "-incoming" not in cold
+    # the devices must match the snapshot's VM exactly: only -incoming differs
+    assert [arg for arg in restored if arg not in ("-incoming", "fd:7")] == cold
+
+
+def test_incoming_fd_must_be_a_descriptor() -> None:
+    with pytest.raises(ValueError, match="incoming_fd"):
+        dataclasses.replace(BASE, incoming_fd=-1)
+
+
 def test_no_network_device_whatever_the_config() -> None:
     for accel in ("kvm", "tcg"):
         argv = build_argv(dataclasses.replace(BASE, accel=accel))

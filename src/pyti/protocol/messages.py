@@ -52,6 +52,8 @@ MAX_TASKS = 16
 MAX_COUNTS = 32
 MAX_INT = (1 << 63) - 1
 MAX_DURATION = 1e9  # seconds; anything larger is a broken clock, not a slow test
+MAX_CLOCK = 1e11  # seconds since the epoch (year ~5100)
+MAX_ENTROPY = 512  # bytes
 
 
 class ProtocolError(Exception):
@@ -296,6 +298,10 @@ class Start(Message):
     run_id: str
     tasks: tuple[str, ...]
     test_args: tuple[str, ...] = ()
+    # For a guest resumed from a snapshot (docs/lifecycle.md): the host's wall clock
+    # (seconds since the epoch; 0 = leave the guest's) and fresh entropy for its CRNG.
+    clock: float = 0.0
+    entropy: bytes = b""
 
     def __post_init__(self) -> None:
         _str("run_id", self.run_id, MAX_SHORT, empty=False)
@@ -305,6 +311,13 @@ class Start(Message):
         if len(set(tasks)) != len(tasks):
             raise InvalidMessage("tasks must not repeat")
         _str_tuple(self, "test_args", MAX_ARGS, MAX_ARG)
+        clock = self.clock
+        if type(clock) is int:  # a peer may encode a whole number as an integer
+            clock = float(clock)
+            object.__setattr__(self, "clock", clock)
+        if type(clock) is not float or not (math.isfinite(clock) and 0.0 <= clock <= MAX_CLOCK):
+            raise InvalidMessage(f"clock must be a finite number in [0, {MAX_CLOCK:g}]")
+        _bytes("entropy", self.entropy, MAX_ENTROPY)
 
 
 class Cancel(Message):

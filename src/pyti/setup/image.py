@@ -34,6 +34,11 @@ MKSQUASHFS_OPTIONS = (
 )  # fmt: skip
 
 
+# Every setup disk is padded (sparse: no blocks) to this size, so that all of them look the
+# same to the guest and one saved VM fits every run (pyti.snapshot: the size of a disk is
+# part of the VM's state; squashfs ignores what follows its end).
+PADDED_BYTES = 64 << 30
+
 BYTECODE_SUFFIX = ".pyti-bytecode"
 PYC_MEMBER = re.compile(r"(?:[A-Za-z0-9_.-]+/)*__pycache__/[A-Za-z0-9_.-]+\.pyc")
 
@@ -85,6 +90,7 @@ async def build_disk(manifest: SetupManifest, sources: Mapping[str, Path]) -> tu
     target = disk_path(digest)
     if target.is_file():
         log.debug("setup disk %s is cached", target)
+        pad(target)  # a disk cached before padding existed
         return target, digest
     mksquashfs = shutil.which("mksquashfs") or (
         "/usr/bin/mksquashfs" if Path("/usr/bin/mksquashfs").exists() else None
@@ -103,5 +109,21 @@ async def build_disk(manifest: SetupManifest, sources: Mapping[str, Path]) -> tu
             detail = done.stderr.decode("utf-8", "replace").strip()[-1000:]
             raise HostError(f"mksquashfs failed (exit {done.returncode}): {detail}")
         partial.chmod(0o644)
+        pad(partial)
         os.replace(partial, target)
     return target, digest
+
+
+def content_size(disk: Path) -> int:
+    """The squashfs's own size (its superblock's bytes_used), without the padding."""
+    with disk.open("rb") as handle:
+        superblock = handle.read(96)
+    if superblock[:4] != b"hsqs":
+        raise HostError(f"{disk} is not a squashfs image")
+    return int.from_bytes(superblock[40:48], "little")
+
+
+def pad(disk: Path) -> None:
+    """Extend `disk` with a hole to PADDED_BYTES (never shrinks a larger disk)."""
+    if disk.stat().st_size < PADDED_BYTES:
+        os.truncate(disk, PADDED_BYTES)
