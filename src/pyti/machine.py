@@ -738,8 +738,9 @@ class Machine:
             return
         try:
             self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
+            resumed = f"# resumed from {self.config.restore}\n" if self.config.restore else ""
             self.config.log_path.write_text(
-                f"# {self.result.summary()}\n"
+                f"# {self.result.summary()}\n{resumed}"
                 f"## guest console (capped)\n{self.result.console}\n"
                 f"## QEMU output (capped)\n{self.result.qemu_output}\n",
                 errors="replace",

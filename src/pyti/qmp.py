@@ -23,6 +23,9 @@ from qemu.qmp import EventListener, QMPClient
 from pyti.errors import QemuFailed
 
 log = logging.getLogger(__name__)
+# qemu.qmp logs a QEMU that dies during the handshake as ERROR; pyti reports that itself,
+# with QEMU's own words (pyti.machine), so the library's lines would only be noise.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 CONNECT_RETRY = 5.0  # seconds to keep retrying a refused connect
 

@@ -21,7 +21,7 @@ from pyti import __version__, accel, image, paths, snapshot
 from pyti.channel import ChannelLimits, EndKind, GuestChannel
 from pyti.config import Settings
 from pyti.deadlines import Deadlines, deadline_factor
-from pyti.errors import MissingImage, UsageError
+from pyti.errors import MissingImage, QemuFailed, UsageError
 from pyti.machine import End, Machine, MachineConfig, MachineResult, open_machine
 from pyti.outcomes import VmEnd
 from pyti.protocol import Hello, Metadata, Output, Start
@@ -193,10 +193,14 @@ async def _guest_pass(context: _Context, disk: SetupDisk, tasks: Sequence[str]) 
     if saved is not None:
         recorder.phase(Phase.BOOT, f"{context.accel}, resuming a saved VM")
         restored = dataclasses.replace(config, restore=saved)
-        end, result = await _run_pass(context, restored, tasks)
-        if result.boot_seconds is not None or result.end not in _BAD_SNAPSHOT_ENDS:
-            return end
-        snapshot.invalidate(saved, result.summary())
+        try:
+            end, result = await _run_pass(context, restored, tasks)
+        except QemuFailed as exc:  # QEMU refused the snapshot before QMP was up
+            snapshot.invalidate(saved, str(exc))
+        else:
+            if result.boot_seconds is not None or result.end not in _BAD_SNAPSHOT_ENDS:
+                return end
+            snapshot.invalidate(saved, result.summary())
     recorder.phase(Phase.BOOT, context.accel)
     end, _ = await _run_pass(context, config, tasks)
     return end

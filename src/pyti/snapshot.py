@@ -107,6 +107,38 @@ def invalidate(snapshot: Path, why: str) -> None:
     snapshot.unlink(missing_ok=True)
 
 
+def _needs(config: MachineConfig) -> list[str]:
+    return [str(path) for path in (config.kernel, config.initrd, config.root_disk)]
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_suffix(".json")
+
+
+def prune() -> int:
+    """Delete the snapshots (and notes) of images that no longer exist; how many went.
+
+    Every image rebuild (a new agent, say) changes the key, so old snapshots would pile up
+    at ~75 MB each.
+    """
+    removed = 0
+    for sidecar in paths.snapshots_dir().glob("*.json"):
+        try:
+            needs = json.loads(sidecar.read_text())["needs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            needs = ["/nonexistent"]  # unreadable: treat as stale
+        if all(Path(path).exists() for path in needs):
+            continue
+        for suffix in (SUFFIX, ".failed", ".lock", ".json"):
+            sidecar.with_suffix(suffix).unlink(missing_ok=True)
+        removed += 1
+    for state in paths.snapshots_dir().glob(f"*{SUFFIX}"):
+        if not _sidecar(state).exists():  # saved without a note: cannot tell what it needs
+            state.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 @contextlib.contextmanager
 def _try_lock(target: Path) -> Iterator[bool]:
     """An exclusive, non-blocking lock on `target`.lock: False if another pyti holds it."""
@@ -145,6 +177,8 @@ async def ensure(config: MachineConfig) -> Path | None:
             return None
         if target.is_file():  # made by another pyti while we looked
             return target
+        prune()
+        _sidecar(target).write_text(json.dumps({"needs": _needs(config)}))
         try:
             await _make(config, target)
         except (Exception, trio.TooSlowError) as exc:

@@ -314,3 +314,19 @@ ST_DEV_TESTS = {
             assert os.stat("/etc/passwd").st_dev == os.stat("/etc").st_dev
         """,
 }
+
+
+# The node id carries 8 random bytes and the wall clock, both read in the guest when the
+# tests are collected: a VM resumed from a snapshot must have neither from the snapshot.
+FRESH_GUEST_TESTS = {
+    "test_fresh.py": """\
+        import os
+        import time
+
+        import pytest
+
+        @pytest.mark.parametrize("state", [f"{os.urandom(8).hex()}-{time.time():.1f}"])
+        def test_random_and_clock(state):
+            assert state
+        """,
+}

@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -283,5 +284,54 @@ def test_test_args_reach_the_runner_once(
     result = pyti_run(data_dir, str(sdist), "--", "tests/test_fails.py::test_good")
     assert result.returncode == 0, result.stdout + result.stderr
     assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
+        ("tests/test_fails.py::test_good", "passed")
+    ]
+
+
+def _fresh_state(data_dir: Path) -> tuple[str, float]:
+    (nodeid,) = [row[0] for row in stored(data_dir, "SELECT nodeid FROM tests")]
+    token, clock = str(nodeid).split("[", 1)[1].rstrip("]").split("-")
+    return token, float(clock)
+
+
+def test_resumed_guests_draw_fresh_randomness_and_keep_the_hosts_time(
+    bookworm_image: object, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-fresh", sdists.FRESH_GUEST_TESTS)
+    tokens = []
+    for attempt in range(3):  # the first run may make the snapshot; the others resume it
+        data_dir = tmp_path / f"data{attempt}"
+        before = time.time()
+        result = pyti_run(data_dir, str(sdist))
+        after = time.time()
+        assert result.returncode == 0, result.stdout + result.stderr
+        if attempt:
+            assert "resuming a saved VM" in result.stdout
+        token, guest_clock = _fresh_state(data_dir)
+        # seconds, not minutes: a snapshot's clock would be a whole run (~10 s) behind
+        assert before - 2 <= guest_clock <= after + 2, (before, guest_clock, after)
+        tokens.append(token)
+    assert len(set(tokens)) == 3, tokens  # the same snapshot, three different CRNG streams
+
+
+def test_a_snapshot_qemu_cannot_load_is_replaced_by_a_cold_boot(
+    bookworm_image: object, tmp_path: Path
+) -> None:
+    from pyti import paths
+
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-snapfail", sdists.FAILING_TESTS)
+    shape = ("--memory", "704", "--", "tests/test_fails.py::test_good")  # a shape of its own
+    first = pyti_run(tmp_path / "data0", str(sdist), *shape)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (log,) = (tmp_path / "data0" / "logs").glob("run-*.log")
+    resumed = [line for line in log.read_text().splitlines() if line.startswith("# resumed from ")]
+    newest = Path(resumed[0].removeprefix("# resumed from "))
+    assert newest.parent == paths.snapshots_dir()
+    newest.write_bytes(b"QEVM\x00\x00\x00\x03 not a migration stream")
+    second = pyti_run(tmp_path / "data1", str(sdist), *shape)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming a saved VM" in second.stdout  # it tried,
+    assert not newest.exists()  # found it unusable, deleted it, and booted cold
+    assert stored(tmp_path / "data1", "SELECT nodeid, outcome FROM tests") == [
         ("tests/test_fails.py::test_good", "passed")
     ]

@@ -135,3 +135,18 @@ def test_while_another_pyti_makes_it_this_run_boots_cold(
     with snapshot._try_lock(target) as locked:
         assert locked
         assert trio.run(snapshot.ensure, config) is None
+
+
+def test_snapshots_of_images_that_are_gone_are_pruned(
+    config: MachineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def make(_: MachineConfig, target: Path) -> None:
+        target.write_bytes(b"QEVM")
+
+    monkeypatch.setattr(snapshot, "_make", make)
+    kept = trio.run(snapshot.ensure, config)
+    assert kept is not None
+    assert snapshot.prune() == 0 and kept.exists()
+    config.initrd.unlink()  # the image was rebuilt elsewhere and this one removed
+    assert snapshot.prune() == 1
+    assert not kept.exists() and not kept.with_suffix(".json").exists()
