@@ -4,7 +4,8 @@
 
 - start -> READY: host wall time from `Machine.run` (VM dir, QEMU spawn, QMP, `cont`) to the
   agent's Hello decoded by `pyti.channel.GuestChannel` (bookworm image, -accel tcg).
-- RSS at READY: QEMU's VmRSS from /proc, with -m 512M, for QEMU's default TCG translation
+- RSS at READY: QEMU's VmRSS from /proc, with -m 512M, cold and resumed from a snapshot
+  (pyti.snapshot), for QEMU's default TCG translation
   buffer and for `tb-size` (MiB); plus this host process's own RSS (pyti's share).
 - throughput: the guest `cat`s a file of prepared CBOR frames (Hello, Start-ed task,
   64 KiB Output frames, Goodbye) from a squashfs disk into the virtserialport; the host
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -27,6 +29,7 @@ from typing import Any
 
 import trio
 
+from pyti import snapshot
 from pyti.channel import ChannelLimits, GuestChannel
 from pyti.deadlines import Deadlines
 from pyti.image import ensure_image
@@ -113,10 +116,20 @@ def bench_config(image: Any, **changes: Any) -> MachineConfig:
     return MachineConfig.from_image(image, **(base | changes))
 
 
-async def boot_to_ready(image: Any, tb_size: int | None) -> tuple[float, float, float, float]:
-    """Seconds to READY, QEMU's RSS and RssAnon at READY (MB), this process's RSS (MB)."""
+async def boot_to_ready(
+    image: Any, tb_size: int | None, resume: bool = False
+) -> tuple[float, float, float, float]:
+    """Seconds to READY, QEMU's RSS and RssAnon at READY (MB), this process's RSS (MB).
+
+    `resume`: from the shape's saved VM (pyti.snapshot, made first if missing), as runs do.
+    """
+    config = bench_config(image, tb_size_mb=tb_size)
+    if resume:
+        saved = await snapshot.ensure(config)
+        assert saved is not None, "no snapshot could be made"
+        config = dataclasses.replace(config, restore=saved)
     async with trio.open_nursery() as nursery:
-        machine = Machine(bench_config(image, tb_size_mb=tb_size))
+        machine = Machine(config)
         await nursery.start(machine.run)
         channel = GuestChannel(machine.port, ChannelLimits(accel_factor=4))
         message = await channel.receive()
@@ -193,15 +206,17 @@ async def main() -> int:
     ok = True
     met_rss = False
 
-    for tb_size in (None, *args.tb_size):
+    rows = [(False, None), (True, None), *((True, size) for size in args.tb_size)]
+    for resume, tb_size in rows:
         readies, rsses, anons, owns = [], [], [], []
         for _ in range(args.boots):
-            ready, qemu_rss, qemu_anon, own_rss = await boot_to_ready(image, tb_size)
+            ready, qemu_rss, qemu_anon, own_rss = await boot_to_ready(image, tb_size, resume)
             readies.append(ready)
             rsses.append(qemu_rss)
             anons.append(qemu_anon)
             owns.append(own_rss)
         label = f"tb-size={tb_size}" if tb_size else "tb-size default"
+        label += ", resumed from a snapshot" if resume else ", cold boot"
         print(
             f"start->READY ({label}, -m 512M, {args.boots} boots): min {min(readies):.2f} s, "
             f"median {statistics.median(readies):.2f} s; QEMU RSS at READY: median "

@@ -27,6 +27,7 @@ import trio
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_THP_DISABLE = 41
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -51,12 +52,14 @@ def _submit(job: Callable[[], None]) -> None:
     _jobs.put(job)
 
 
-def _die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int, huge_pages: bool) -> None:
     """Runs in the child between fork and exec: only async-signal-safe work."""
     if _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         os._exit(126)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(126)
+    if not huge_pages:  # inherited across execve; a kernel without it just keeps THP
+        _prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0)
 
 
 class OwnedProcess:
@@ -115,8 +118,12 @@ async def spawn(
     stdout: int | IO[Any] | None = subprocess.DEVNULL,
     stderr: int | IO[Any] | None = subprocess.DEVNULL,
     pass_fds: Sequence[int] = (),
+    huge_pages: bool = True,
 ) -> OwnedProcess:
-    """Fork `argv` from the spawner thread, in its own session (Ctrl-C reaches pyti only)."""
+    """Fork `argv` from the spawner thread, in its own session (Ctrl-C reaches pyti only).
+
+    `huge_pages=False` disables transparent huge pages for the child (PR_SET_THP_DISABLE).
+    """
     token = trio.lowlevel.current_trio_token()
     done = trio.Event()
     result: list[subprocess.Popen[bytes]] = []
@@ -133,7 +140,7 @@ async def spawn(
                     stderr=stderr,
                     pass_fds=tuple(pass_fds),
                     start_new_session=True,
-                    preexec_fn=lambda: _die_with_parent(parent),  # noqa: PLW1509 - see module doc
+                    preexec_fn=lambda: _die_with_parent(parent, huge_pages),  # noqa: PLW1509
                 )
             )
         except BaseException as exc:  # handed back to the trio task

@@ -58,3 +58,25 @@ async def test_cancelled_spawn_leaves_no_child() -> None:
         await spawn(["sleep", "30"])
     # spawn starts the child (shielded), sees the cancel, then kills and reaps it
     assert scope.cancelled_caught
+
+
+async def test_huge_pages_can_be_turned_off_for_the_child() -> None:
+    # QEMU is started this way (pyti.machine): a resumed guest's scattered writes would
+    # otherwise each cost a 2 MiB page
+    for huge_pages, expected in ((False, "0"), (True, _own_thp())):
+        process = await spawn(["sleep", "30"], huge_pages=huge_pages)
+        try:
+            assert _thp_enabled(process.pid) == expected
+        finally:
+            await process.aclose()
+
+
+def _thp_enabled(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("THP_enabled:"):
+            return line.split()[1]
+    return "unknown"
+
+
+def _own_thp() -> str:
+    return _thp_enabled(int(Path("/proc/self/stat").read_text().split()[0]))
