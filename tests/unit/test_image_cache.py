@@ -163,3 +163,21 @@ def test_build_lock_serialises_builders() -> None:
         thread.join()
     assert events[0].endswith(" in") and events[1].endswith(" out")
     assert events[0].split()[0] == events[1].split()[0]
+
+
+def test_list_counts_a_shared_root_once() -> None:
+    import os
+
+    from pyti.image.manage import disk_usage
+
+    first = fake_image("bookworm-000000000000")
+    second = fake_image("bookworm-111111111111")
+    (second / cache.ROOT).unlink()
+    os.link(first / cache.ROOT, second / cache.ROOT)  # as two images share a base root
+    root_bytes = (first / cache.ROOT).stat().st_blocks * 512
+    items = {item.name: item for item in list_images()}
+    unshared = sum(p.stat().st_blocks * 512 for p in first.iterdir() if p.name != cache.ROOT)
+    assert root_bytes > 0
+    assert items["bookworm-000000000000"].own == unshared
+    separate = sum(p.stat().st_blocks * 512 for d in (first, second) for p in d.iterdir())
+    assert disk_usage() == separate - root_bytes

@@ -48,7 +48,7 @@ def build(
 
 def list_() -> None:
     """List the built images (current = what this checkout boots)."""
-    from pyti.image.manage import list_images
+    from pyti.image.manage import disk_usage, list_images
 
     images = list_images()
     if not images:
@@ -57,8 +57,13 @@ def list_() -> None:
     for item in images:
         typer.echo(
             f"{item.name:<24} {item.status:<8} python {item.python_version:<7} "
-            f"kernel {item.kernel_version:<22} {item.size / 1e6:5.0f} MB  {item.built_at}"
+            f"kernel {item.kernel_version:<22} {item.size / 1e6:5.0f} MB "
+            f"({item.own / 1e6:.0f} MB its own)  {item.built_at}"
         )
+    typer.echo(
+        f"{len(images)} images, {disk_usage() / 1e6:.0f} MB on disk "
+        "(a root or kernel shared by images counts once)"
+    )
 
 
 def rm(

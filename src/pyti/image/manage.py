@@ -31,6 +31,7 @@ class ImageSummary:
     built_at: str
     status: str  # ok | current | damaged | unreadable
     directory: Path
+    own: int = 0  # bytes no other image shares (the rest are hard links to a shared base)
 
 
 def _current_names() -> set[str]:
@@ -62,7 +63,36 @@ def _summary(directory: Path, manifest: dict[str, Any], status: str) -> ImageSum
         built_at=str(manifest.get("built_at", "?")),
         status=status,
         directory=directory,
+        own=_own_bytes(directory),
     )
+
+
+def _own_bytes(directory: Path) -> int:
+    """Bytes of the files only this image links (a shared root or kernel has more links)."""
+    total = 0
+    for path in directory.iterdir():
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if path.is_file() and st.st_nlink == 1:
+            total += st.st_blocks * 512
+    return total
+
+
+def disk_usage() -> int:
+    """Bytes the image cache takes on disk, every hard-linked file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path in cache.images_dir().rglob("*"):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if path.is_file() and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
 
 
 def remove_images(names: list[str], *, suite: str | None = None, everything: bool = False) -> int:
