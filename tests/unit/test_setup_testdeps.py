@@ -128,6 +128,14 @@ def test_dynamic_dependencies_are_not_static() -> None:
         ("python -m pytest --numprocesses 4 --dist loadfile -q", ("pytest", ("-q",))),
         ("python -m unittest discover -s tests", ("unittest", ("discover", "-s", "tests"))),
         ("{envpython} -m pytest {toxinidir}/tests", ("pytest", ("tests",))),
+        # python-dateutil 4.0.0: the default holds substitutions of its own
+        (
+            'python -m pytest {posargs: "{toxinidir}/tests" "{toxinidir}/docs"'
+            ' --cov-config="{toxinidir}/tox.ini" --cov=dateutil}',
+            ("pytest", ("tests", "docs")),
+        ),
+        ("pytest {posargs:-x {envtmpdir}} tests", ("pytest", ("-x", "tests"))),
+        ("pytest {posargs:", ("pytest", ())),
         ("flake8 src", None),
         ("pytest 'unclosed", None),
     ],

@@ -133,9 +133,31 @@ _DROP_WITH_VALUE = {"-n", "--numprocesses", "--cov-report", "--cov-config", "--d
 _DROP_PREFIX = ("-n", "--numprocesses=", "--cov", "--dist=", "-p xdist")
 
 
+def _substitute(line: str) -> str:
+    """A tox command line with {toxinidir} and {posargs[:default]} replaced as tox would
+    with no positional arguments. The default may hold other substitutions (python-dateutil:
+    `{posargs: "{toxinidir}/tests" "{toxinidir}/docs" ...}`), so braces are matched, not
+    cut at the first "}". Other substitutions stay, and their words are dropped later."""
+    line = line.replace("{toxinidir}/", "").replace("{toxinidir}", ".")
+    out: list[str] = []
+    done = 0
+    while (start := line.find("{posargs", done)) >= 0:
+        out.append(line[done:start])
+        depth, end = 0, start
+        for end in range(start, len(line)):
+            depth += {"{": 1, "}": -1}.get(line[end], 0)
+            if depth == 0:
+                break
+        default = line[start + len("{posargs") : end]
+        out.append(default[1:] if default.startswith(":") else "")
+        done = end + 1
+    out.append(line[done:])
+    return "".join(out)
+
+
 def runner_from_command(line: str) -> tuple[str, tuple[str, ...]] | None:
     """("pytest" | "unittest", args) from one tox `commands` line, or None."""
-    line = re.sub(r"\{posargs:?([^}]*)\}", r"\1", line).replace("{toxinidir}/", "")
+    line = _substitute(line)
     try:
         words = shlex.split(line)
     except ValueError:
