@@ -330,3 +330,20 @@ FRESH_GUEST_TESTS = {
             assert state
         """,
 }
+
+
+# docopt 0.6.2 (2014) exists only as an sdist: pyti puts it on the disk and the guest builds it.
+DOCOPT_TESTS = {
+    "test_cli.py": '''\
+        import docopt
+
+        USAGE = """Usage: prog [--verbose] NAME"""
+
+        def test_docopt_parses():
+            args = docopt.docopt(USAGE, argv=["--verbose", "world"])
+            assert args == {"--verbose": True, "NAME": "world"}
+
+        def test_it_is_the_version_pinned():
+            assert docopt.__version__ == "0.6.2"
+        ''',
+}

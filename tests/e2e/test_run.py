@@ -335,3 +335,27 @@ def test_a_snapshot_qemu_cannot_load_is_replaced_by_a_cold_boot(
     assert stored(tmp_path / "data1", "SELECT nodeid, outcome FROM tests") == [
         ("tests/test_fails.py::test_good", "passed")
     ]
+
+
+def test_a_dependency_that_has_only_an_sdist_is_built_in_the_guest(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    from pyti.setup.sdist_only import LEGACY_NOTE
+
+    sdist = sdists.simple_project(
+        tmp_path, "pyti-fixture-docopt", sdists.DOCOPT_TESTS, dependencies=["docopt==0.6.2"]
+    )
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sdist-only-dependency" in result.stdout
+    assert "docopt 0.6.2" in result.stdout
+    assert stored(data_dir, "SELECT outcome FROM runs") == [("passed",)]
+    rows = dict(stored(data_dir, "SELECT nodeid, outcome FROM tests"))
+    assert rows == {
+        "tests/test_cli.py::test_docopt_parses": "passed",
+        "tests/test_cli.py::test_it_is_the_version_pinned": "passed",
+    }
+    findings = stored(data_dir, "SELECT kind, detail FROM findings")
+    assert [d for k, d in findings if k == "sdist-only-dependency"] == [
+        f"docopt 0.6.2: no wheel for the guest; its sdist is built there ({LEGACY_NOTE})"
+    ]

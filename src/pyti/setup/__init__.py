@@ -8,9 +8,10 @@ and writes dists/ plus manifest.cbor into a reproducible squashfs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -29,11 +30,13 @@ from pyti.setup.metadata import (
     build_requires,
     load_toml,
     parse_core_metadata,
+    parse_requirements,
     static_dependencies,
     without_marker,
 )
 from pyti.setup.model import DEFAULT_INDEX, GuestTarget, HostFinding, SetupDisk, target_for_python
 from pyti.setup.sdist import read_members
+from pyti.setup.sdist_only import SdistLookup, check_versions
 from pyti.setup.spec import (
     LocalFileSpec,
     ProjectDirSpec,
@@ -199,6 +202,103 @@ async def _tool_pins(
         return ()
 
 
+def _static_or_finding(
+    pkg_info: CoreMetadata | None,
+    pyproject: Mapping[str, Any] | None,
+    target: GuestTarget,
+    findings: list[HostFinding],
+) -> tuple[str, ...]:
+    deps = static_dependencies(pkg_info, pyproject, target)
+    if deps is None:
+        findings.append(
+            HostFinding(
+                "dynamic-metadata",
+                "the sdist's dependencies are not static (no PKG-INFO 2.2+ or static"
+                " [project].dependencies); they are not on the disk",
+            )
+        )
+    return deps or ()
+
+
+async def _build_pins(
+    own: Sequence[str] | None,
+    sdists: Sequence[resolve.SdistPin],
+    target: GuestTarget,
+    options: resolve.Options,
+) -> tuple[resolve.Pin, ...]:
+    """Wheels for building every sdist the guest builds: the package's (`own`) and its
+    sdist-only dependencies'.
+
+    All together when they agree (one version of each, usable as a build constraint);
+    otherwise each sdist's on its own (uv in the guest picks per build from dists/).
+    """
+    wanted = [("build requirements", tuple(own))] if own is not None else []
+    wanted += [(f"build requirements of {s.name}", s.build_requires) for s in sdists]
+    if len(wanted) > 1:
+        together = sorted({r for _, requirements in wanted for r in requirements})
+        try:
+            return await resolve.compile_pins(together, target, options)
+        except ResolutionFailed:
+            log.info("build requirements disagree; resolving them one sdist at a time")
+    pins: dict[str, resolve.Pin] = {}
+    done: set[tuple[str, ...]] = set()
+    for label, requirements in wanted:
+        if requirements in done:
+            continue
+        done.add(requirements)
+        try:
+            found = await resolve.compile_pins(requirements, target, options)
+        except ResolutionFailed as exc:
+            raise ResolutionFailed(f"{label}: {exc}") from exc
+        pins |= {p.filename: p for p in found}
+    return tuple(pins[name] for name in sorted(pins))
+
+
+def _sdist_findings(sdists: Sequence[resolve.SdistPin]) -> list[HostFinding]:
+    out = []
+    for sdist in sdists:
+        detail = f"{sdist.name} {sdist.version}: no wheel for the guest; its sdist is built there"
+        out.append(
+            HostFinding(
+                "sdist-only-dependency", f"{detail} ({sdist.note})" if sdist.note else detail
+            )
+        )
+    return out
+
+
+def _add_sdists(
+    package: _Package,
+    strict: Sequence[str],
+    resolution: resolve.Resolution,
+    *,
+    files: dict[str, str],
+    sources: dict[str, Path],
+    target: GuestTarget,
+) -> None:
+    """The sdist-only dependencies onto the disk, once every requirement allows them."""
+    for sdist in resolution.sdists:
+        files[sdist.filename] = sdist.sha256
+        sources[sdist.filename] = sdist.path
+    if resolution.sdists:
+        check_versions(resolution.sdists, _requirers(package, strict, resolution, sources), target)
+
+
+def _requirers(
+    package: _Package,
+    strict: Sequence[str],
+    resolution: resolve.Resolution,
+    wheels: dict[str, Path],
+) -> Iterable[tuple[str, Iterable[Requirement]]]:
+    """Who requires what, for check_versions: the requirements, each wheel, each sdist."""
+    yield package.name, parse_requirements(strict)
+    yield "the tests", parse_requirements(resolution.kept)
+    for pin in resolution.pins:
+        metadata = _wheel_metadata(wheels[pin.filename], pin.filename)
+        yield pin.requirement, metadata.requires_dist if metadata else ()
+    for sdist in resolution.sdists:
+        yield sdist.requirement, parse_requirements(sdist.requires)
+
+
 async def _add_bytecode(
     wheels: Sequence[str], files: dict[str, str], sources: dict[str, Path], target: GuestTarget
 ) -> tuple[str, ...]:
@@ -260,25 +360,18 @@ async def _assemble(
     elif dependencies is not None:
         strict += dependencies
     else:
-        deps = static_dependencies(pkg_info, pyproject, target)
-        if deps is None:
-            findings.append(
-                HostFinding(
-                    "dynamic-metadata",
-                    "the sdist's dependencies are not static (no PKG-INFO 2.2+ or static"
-                    " [project].dependencies); they are not on the disk",
-                )
-            )
-        strict += deps or ()
-    resolution = await resolve.resolve(strict, config.requirements, target, options)
+        strict += _static_or_finding(pkg_info, pyproject, target, findings)
+    lookup = SdistLookup(target, options, client)
+    resolution = await resolve.resolve(strict, config.requirements, target, options, lookup)
     for requirement, reason in resolution.dropped:
         findings.append(HostFinding("test-dependency-dropped", f"{requirement}: {reason}"))
-    build_pins: tuple[resolve.Pin, ...] = ()
-    if package.wheel is None:
-        try:
-            build_pins = await resolve.compile_pins(build_requires(pyproject), target, options)
-        except ResolutionFailed as exc:
-            raise ResolutionFailed(f"build requirements: {exc}") from exc
+    findings += _sdist_findings(resolution.sdists)
+    build_pins = await _build_pins(
+        build_requires(pyproject) if package.wheel is None else None,
+        resolution.sdists,
+        target,
+        options,
+    )
     tool_pins = await _tool_pins(tasks, target, options, findings)
     pins = {p.filename: p for p in (*resolution.pins, *build_pins, *tool_pins)}
     own = {f[0] for f in (package.sdist, package.wheel) if f}
@@ -297,15 +390,16 @@ async def _assemble(
         if entry:
             files[entry[0]] = entry[1]
             sources[entry[0]] = entry[2]
+    _add_sdists(package, strict, resolution, files=files, sources=sources, target=target)
     installed_wheels = [
         name
         for name in [*(p.filename for p in resolution.pins), package.wheel and package.wheel[0]]
         if name and name.endswith(".whl") and name in files
     ]
     bytecode = await _add_bytecode(installed_wheels, files, sources, target)
-    others = sorted(
-        {p.requirement for p in resolution.pins if p.name != canonicalize_name(package.name)}
-    )
+    installed = {p.name: p.requirement for p in resolution.pins}
+    installed |= {s.name: s.requirement for s in resolution.sdists}
+    others = [installed[n] for n in sorted(installed) if n != canonicalize_name(package.name)]
     kept = {canonicalize_name(Requirement(r).name) for r in resolution.kept}
     # Without a wheel the package is installed from its sdist's file name: a local
     # project's version may be a placeholder the build would not reproduce.
@@ -322,7 +416,7 @@ async def _assemble(
             files=files,
             runner=config.runner,
             runner_args=tuple(runner_args) if runner_args is not None else config.runner_args,
-            test_requirements=tuple(sorted(kept & {p.name for p in resolution.pins})),
+            test_requirements=tuple(sorted(kept & installed.keys())),
             tasks=tuple(tasks),
             bytecode=bytecode,
             bytecode_site=bytecode_module.guest_site(target) if bytecode else "",
@@ -332,5 +426,6 @@ async def _assemble(
         # before anything is staged under them.
         raise MalformedMetadata(f"cannot describe the setup disk: {exc}") from None
     path, digest = await build_disk(manifest, sources)
-    resolved = {p.name: p.version for p in resolution.pins} | {package.name: package.version}
+    resolved = {p.name: p.version for p in resolution.pins}
+    resolved |= {s.name: s.version for s in resolution.sdists} | {package.name: package.version}
     return SetupDisk(path, manifest, digest, tuple(findings), resolved)
