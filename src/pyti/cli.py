@@ -269,7 +269,8 @@ def main() -> None:
     except PytiError as error:
         if _state["debug"]:
             raise
-        err.print(f"pyti: error: {error}")
+        # Not markup: messages quote package names and uv's words, e.g. "pkg[extra]".
+        err.print(f"pyti: error: {error}", markup=False, highlight=False)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("pyti: interrupted")

@@ -36,3 +36,10 @@ def test_a_pyti_error_is_one_line_with_its_exit_code() -> None:
     assert result.stderr.strip().splitlines() == [
         "pyti: error: unknown accelerator 'hvf'; use one of ('auto', 'kvm', 'tcg')"
     ]
+
+
+def test_an_error_keeps_square_brackets_as_written() -> None:
+    # errors quote requirements and uv's words ("pkg[extra]"): not console markup
+    result = _pyti("run", "iniconfig", "--with", "bad[extra]!!")
+    assert result.returncode == 2
+    assert "bad[extra]!!" in result.stderr
