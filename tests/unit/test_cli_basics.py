@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 
 
 def _pyti(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pyti", *args], capture_output=True, text=True, check=False
-    )
+    # A refused `run` is still stored: keep it out of the user's own store.
+    with tempfile.TemporaryDirectory(prefix="pyti-cli-test-") as data:
+        return subprocess.run(
+            [sys.executable, "-m", "pyti", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PYTI_DATA_DIR": data},
+        )
 
 
 def test_unknown_subcommand_is_a_usage_error_without_traceback() -> None:
