@@ -100,6 +100,48 @@ def test_tox_ini_deps_and_command() -> None:
     assert config.runner_args == ("-p", "no:cacheprovider", "tests")
 
 
+def test_the_extras_a_tox_env_installs_are_test_dependencies() -> None:
+    # pyparsing 3.3.3: `extras = unit: diagrams`, and its tests import railroad
+    pyproject = b"""
+[project]
+name = "pyparsing"
+[project.optional-dependencies]
+diagrams = ["railroad-diagrams", "jinja2"]
+"""
+    tox = b"""
+[testenv]
+deps =
+    unit: pytest
+extras = unit: diagrams
+commands =
+    unit: pytest tests examples/tiny/tests {posargs}
+"""
+    config = extract(
+        {"pyproject.toml": pyproject, "tox.ini": tox}, package="pyparsing", target=PY311
+    )
+    assert {"railroad-diagrams", "jinja2"} <= set(config.requirements)
+    assert config.sources["railroad-diagrams"] == "extra diagrams"
+    assert (config.runner, config.runner_args) == ("pytest", ("tests", "examples/tiny/tests"))
+
+
+def test_without_test_extras_the_extras_naming_pytest_are_used() -> None:
+    # idna 3.20: pytest and hypothesis live in `all`; `docs` names no runner
+    pyproject = b"""
+[project]
+name = "idna"
+[project.optional-dependencies]
+all = ["ruff >= 0.16.0", "pytest >= 8.3.2", "hypothesis >= 6.141.1"]
+docs = ["sphinx"]
+"""
+    config = extract({"pyproject.toml": pyproject}, package="idna", target=PY311)
+    assert "hypothesis>=6.141.1" in config.requirements
+    assert not any(r.startswith("sphinx") for r in config.requirements)
+    # ...but never next to a test extra by name
+    named = pyproject + b'test = ["pytest"]\n'
+    config = extract({"pyproject.toml": named}, package="idna", target=PY311)
+    assert not any(r.startswith("hypothesis") for r in config.requirements)
+
+
 def test_core_metadata_extras_are_read_with_guest_markers() -> None:
     files = members("toxlike")
     metadata = parse_core_metadata(files["PKG-INFO"])

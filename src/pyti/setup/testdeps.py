@@ -1,7 +1,8 @@
 """Test dependencies and the test command, read statically from an sdist's files.
 
-Sources, in order: extras test/tests/testing, PEP 735 groups test/tests/testing (or dev
-when there is no test group or extra),
+Sources, in order: extras test/tests/testing and those the tox env installs (`extras =`;
+without any of these, the extras that name pytest, nose2 or hypothesis), PEP 735 groups
+test/tests/testing (or dev when there is no test group or extra),
 requirements-test*.txt, test-requirements.txt, requirements/test*.txt, tox.ini
 `deps` (with its `-r` files) and its `commands`, a package's `[tool.pyti]`,
 and pytest always. Nothing here runs package code.
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 TEST_EXTRAS = ("test", "tests", "testing")
 TEST_GROUPS = ("test", "tests", "testing", "dev")
+RUNNER_PROJECTS = frozenset({"pytest", "nose2", "hypothesis"})
 PYTI_KEYS = {"runner", "test-requirements", "test-args"}
 MAX_INCLUDE_DEPTH = 10
 
@@ -259,9 +261,15 @@ def _extras(
     }
 
 
-def _add_extras(found: _Collector, extras: Mapping[str, list[Requirement]]) -> None:
+def _names_runner(requirements: list[Requirement]) -> bool:
+    return any(canonicalize_name(req.name) in RUNNER_PROJECTS for req in requirements)
+
+
+def _add_extras(
+    found: _Collector, extras: Mapping[str, list[Requirement]], wanted: list[str]
+) -> None:
     # A test extra may name the package's own other extras ("pkg[toml]"): follow them.
-    pending = list(TEST_EXTRAS)
+    pending = list(wanted)
     done: set[str] = set()
     while pending:
         extra = canonicalize_name(pending.pop(0))
@@ -272,6 +280,30 @@ def _add_extras(found: _Collector, extras: Mapping[str, list[Requirement]]) -> N
             found.add(without_marker(req), f"extra {extra}")
         pending += found.self_extras
         found.self_extras = []
+
+
+def _tox_extras(value: str) -> list[str]:
+    """The extras a tox env installs: `extras = a, b` or factor-conditional lines
+    (`unit: diagrams`, kept like factor-conditional deps)."""
+    out: list[str] = []
+    for raw in value.splitlines():
+        line = raw.strip()
+        factor = re.match(r"^[\w.!,-]+:\s+(.*)$", line)
+        if factor:
+            line = factor.group(1)
+        out += [word for word in re.split(r"[\s,]+", line) if re.fullmatch(r"[\w.-]+", word)]
+    return out
+
+
+def _tox_env_extras(members: Mapping[str, bytes]) -> list[str]:
+    """The package's own extras that its tox test env installs."""
+    if "tox.ini" not in members:
+        return []
+    tox = _ini("tox.ini", members["tox.ini"])
+    section = _tox_section(tox)
+    if section is None or not tox.has_option(section, "extras"):
+        return []
+    return _tox_extras(tox.get(section, "extras"))
 
 
 def _tox(members: Mapping[str, bytes], found: _Collector) -> tuple[str, tuple[str, ...]]:
@@ -332,7 +364,15 @@ def extract(
     if "pyproject.toml" in members:
         pyproject = load_toml("pyproject.toml", members["pyproject.toml"])
     extras = _extras(members, pyproject, metadata, target)
-    _add_extras(found, extras)
+    wanted = [*TEST_EXTRAS, *_tox_env_extras(members)]
+    has_test_config = any(extras.get(e) for e in wanted) or any(
+        _groups(pyproject, g) for g in TEST_GROUPS
+    )
+    if not has_test_config:
+        # No test extra or group by name (idna: pytest and hypothesis are in `all`):
+        # the extras that name a test runner are the test extras.
+        wanted += sorted(key for key, reqs in extras.items() if _names_runner(reqs))
+    _add_extras(found, extras, wanted)
     # `dev` often adds tools whose .pth files run in every interpreter (pre-commit-uv
     # imports typing at startup, failing platformdirs' own test): the maintainers'
     # test env uses `test`. So `dev` counts only when no test group or extra exists.
