@@ -3,8 +3,9 @@
 Choices (measured on this project's hosts, see /work/shared/guest-poc.md and docs/lifecycle.md):
 
 - `-M microvm,rtc=on` with virtio-mmio devices: about 0.2 s faster to boot than q35 with PCI.
-- `-cpu qemu64,+rdrand` under TCG: the Debian kernel trusts RDRAND, so the CRNG is ready at once
-  (without it the first python3 blocks about 1 s for entropy); `-cpu max` is slower under TCG.
+- `-cpu qemu64,+rdrand` plus the x86-64-v2 features under TCG (`TCG_CPU`): current wheels
+  (NumPy 2.4) need SSE4.2/POPCNT, and the Debian kernel trusts RDRAND, so the CRNG is ready at
+  once (without it the first python3 blocks about 1 s for entropy); `-cpu max` is slower.
 - `-nic none` next to `-nodefaults`: no network device at all, not even a default one.
 - Root and setup disks are `readonly=on`; only the per-VM scratch disk is writable.
 - Every chardev is a unix socket with QEMU as server and `wait=off`; the console goes to one of
@@ -22,6 +23,12 @@ from pathlib import Path
 
 ACCELERATORS = ("kvm", "tcg")
 SERIAL_PORT_NAME = "pyti.0"
+# TCG's CPU: qemu64 plus what x86-64-v2 adds (SSSE3, SSE4.1, SSE4.2, POPCNT; qemu64 has
+# CX16 and LAHF already), because current wheels assume it: NumPy 2.4's import died with
+# "Illegal instruction" on plain qemu64. RDRAND: the Debian kernel trusts it, so the CRNG is
+# ready at once. Boot time is the same as plain qemu64 (measured); `max` and Nehalem boot
+# slower under TCG.
+TCG_CPU = "qemu64,+rdrand,+ssse3,+sse4.1,+sse4.2,+popcnt"
 SANDBOX_OPTION = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 
@@ -77,7 +84,7 @@ def _accel(config: VmConfig) -> list[str]:
 
 def _cpu(config: VmConfig) -> list[str]:
     # Under KVM the host CPU is native speed and has RDRAND when the host has it.
-    return ["-cpu", "host" if config.accel == "kvm" else "qemu64,+rdrand"]
+    return ["-cpu", "host" if config.accel == "kvm" else TCG_CPU]
 
 
 def _socket(chardev_id: str, path: Path) -> list[str]:

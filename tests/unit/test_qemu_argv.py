@@ -36,7 +36,7 @@ def test_base_argv_is_exactly_this() -> None:
         "-nic", "none",
         "-accel", "tcg",
         "-M", "microvm,rtc=on",
-        "-cpu", "qemu64,+rdrand",
+        "-cpu", "qemu64,+rdrand,+ssse3,+sse4.1,+sse4.2,+popcnt",
         "-m", "1536M", "-smp", "1",
         "-kernel", "/img/vmlinux", "-initrd", "/img/initrd.gz",
         "-append", "console=ttyS0 quiet panic=-1",

@@ -3,7 +3,7 @@
 depmod (host kmod) writes modules.dep/softdep/alias for the unpacked kernel (trixie's .deb
 ships none); `resolve` then takes the closure of the wanted names in load order, skipping
 what that kernel builds in (modules.builtin). Softdeps matter: ext4 and libcrc32c want
-`crc32c`, and under TCG's qemu64 CPU (no SSE4.2) only crc32c_generic can provide it.
+`crc32c`, and on a CPU without SSE4.2 (plain qemu64) only crc32c_generic can provide it.
 """
 
 from __future__ import annotations
