@@ -347,3 +347,15 @@ DOCOPT_TESTS = {
             assert docopt.__version__ == "0.6.2"
         ''',
 }
+
+
+# A test that imports NumPy: its wheels assume x86-64-v2 (SSE4.2, POPCNT), which the
+# guest CPU must offer under TCG too, or the import dies with "Illegal instruction".
+NUMPY_TESTS = {
+    "test_numpy.py": """\
+        import numpy
+
+        def test_numpy_computes():
+            assert int(numpy.arange(10).sum()) == 45
+        """,
+}

@@ -359,3 +359,16 @@ def test_a_dependency_that_has_only_an_sdist_is_built_in_the_guest(
     assert [d for k, d in findings if k == "sdist-only-dependency"] == [
         f"docopt 0.6.2: no wheel for the guest; its sdist is built there ({LEGACY_NOTE})"
     ]
+
+
+def test_a_wheel_built_for_x86_64_v2_runs_in_the_guest(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(
+        tmp_path, "pyti-fixture-numpy", sdists.NUMPY_TESTS, dependencies=["numpy"]
+    )
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
+        ("tests/test_numpy.py::test_numpy_computes", "passed")
+    ]
