@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 # image hash does not show (it normally does: the agent and /init are in the initrd).
 FORMAT = 1
 SUFFIX = ".state"
+UNUSED_DAYS = 14
 
 
 def _identity(path: Path | None) -> str:
@@ -119,7 +121,8 @@ def prune() -> int:
     """Delete the snapshots (and notes) of images that no longer exist; how many went.
 
     Every image rebuild (a new agent, say) changes the key, so old snapshots would pile up
-    at ~75 MB each.
+    at ~75 MB each; so does a new pyti that changes QEMU's argv. Snapshots not used for
+    UNUSED_DAYS go too.
     """
     removed = 0
     for sidecar in paths.snapshots_dir().glob("*.json"):
@@ -127,6 +130,10 @@ def prune() -> int:
             needs = json.loads(sidecar.read_text())["needs"]
         except (OSError, ValueError, KeyError, TypeError):
             needs = ["/nonexistent"]  # unreadable: treat as stale
+        state = sidecar.with_suffix(SUFFIX)
+        with contextlib.suppress(OSError):
+            if time.time() - state.stat().st_mtime > UNUSED_DAYS * 86400:
+                needs = ["/nonexistent"]  # a shape nobody runs any more (another CPU, say)
         if all(Path(path).exists() for path in needs):
             continue
         for suffix in (SUFFIX, ".failed", ".lock", ".json"):
@@ -167,6 +174,8 @@ async def ensure(config: MachineConfig) -> Path | None:
         config = dataclasses.replace(config, sandbox=await sandbox_supported(config.qemu))
     target = path_for(config)
     if target.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(target)  # last used: see prune()
         return target
     failed = target.with_suffix(".failed")
     if failed.exists():

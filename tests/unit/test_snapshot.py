@@ -150,3 +150,23 @@ def test_snapshots_of_images_that_are_gone_are_pruned(
     config.initrd.unlink()  # the image was rebuilt elsewhere and this one removed
     assert snapshot.prune() == 1
     assert not kept.exists() and not kept.with_suffix(".json").exists()
+
+
+def test_snapshots_unused_for_weeks_are_pruned(
+    config: MachineConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import time
+
+    async def make(_: MachineConfig, target: Path) -> None:
+        target.write_bytes(b"QEVM")
+
+    monkeypatch.setattr(snapshot, "_make", make)
+    kept = trio.run(snapshot.ensure, config)
+    assert kept is not None
+    old = time.time() - (snapshot.UNUSED_DAYS + 1) * 86400
+    os.utime(kept, (old, old))
+    assert trio.run(snapshot.ensure, config) == kept  # using it makes it recent again
+    assert snapshot.prune() == 0
+    os.utime(kept, (old, old))
+    assert snapshot.prune() == 1 and not kept.exists()
