@@ -283,8 +283,44 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
     tz = layout.env().get("TZ", "")
     environment = f"TZ={tz} tzdata={testrun.tzdata_version()} uid={uid} python={python}"
     _finding(ctx, "test", "environment", environment)
-    out.note("run: " + " ".join(plan.argv))
     counts: Counter[str] = Counter()
+    result, outcome = _execute(
+        ctx, out, layout, plan, site_dir=site_dir, top_levels=top_levels, counts=counts
+    )
+    fallback = _unittest_fallback(ctx, manifest, root, plan) if outcome == "no-tests" else None
+    if fallback is not None:
+        # pytest's patterns (test_*.py) found nothing, but the project keeps unittest
+        # modules its maintainers run directly (decorator: `python tests/test.py`).
+        out.note("pytest collected nothing: trying unittest discovery, as `test*.py` allows")
+        plan = fallback
+        result, outcome = _execute(
+            ctx, out, layout, plan, site_dir=site_dir, top_levels=top_levels, counts=counts
+        )
+    if outcome == "no-tests":
+        outcome = _smoke_import(
+            ctx,
+            out=out,
+            layout=layout,
+            root=root,
+            top_levels=top_levels,
+            counts=counts,
+            runner=plan.runner,
+        )
+    return finished("test", outcome, result.returncode, began, dict(counts))
+
+
+def _execute(
+    ctx: TaskContext,
+    out: OutputSink,
+    layout: install.WorkLayout,
+    plan: testrun.TestPlan,
+    *,
+    site_dir: Path,
+    top_levels: tuple[str, ...],
+    counts: Counter[str],
+) -> tuple[privileges.RunResult, str]:
+    """Run `plan` as the package's user, streaming each result; (its result, outcome)."""
+    out.note("run: " + " ".join(plan.argv))
 
     def on_result(line: testrun.ResultLine) -> None:
         counts[line.outcome] += 1
@@ -320,7 +356,7 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
             env=env,
             on_output=out,
             cancelled=ctx.cancelled,
-            user=user,
+            user=ctx.run_as(),
             pass_fds=[write_fd],
         )
     finally:
@@ -333,17 +369,19 @@ def _test(ctx: TaskContext, out: OutputSink, began: float) -> TaskFinished:
         out.note(f"result pipe: {stats.bad_lines} bad lines, {stats.dropped} dropped")
     outcome = _outcome(plan.runner, result, counts, stats.exitstatus is not None)
     out.note(f"{plan.runner} exit {result.returncode}: {outcome} in {result.duration:.2f} s")
-    if outcome == "no-tests":
-        outcome = _smoke_import(
-            ctx,
-            out=out,
-            layout=layout,
-            root=root,
-            top_levels=top_levels,
-            counts=counts,
-            runner=plan.runner,
-        )
-    return finished("test", outcome, result.returncode, began, dict(counts))
+    return result, outcome
+
+
+def _unittest_fallback(
+    ctx: TaskContext, manifest: SetupManifest, root: Path, plan: testrun.TestPlan
+) -> testrun.TestPlan | None:
+    """A unittest plan for a test directory pytest's patterns miss, when pyti chose
+    pytest by itself (no runner, runner arguments or test arguments given), else None."""
+    if plan.runner != "pytest" or manifest.runner != "auto":
+        return None
+    if manifest.runner_args or ctx.test_args:
+        return None
+    return testrun.unittest_discovery_plan(root, plan)
 
 
 def _smoke_import(

@@ -614,6 +614,24 @@ def _unittest_args(
     return args
 
 
+def unittest_discovery_plan(root: Path, pytest_plan: TestPlan) -> TestPlan | None:
+    """unittest discovery in the root's test directory, for a project in which pytest
+    collected nothing but which has modules only unittest's default pattern `test*.py`
+    matches (`test.py`, `testthings.py`), else None."""
+    for name in TEST_DIRS:
+        directory = root / name
+        if not directory.is_dir():
+            continue
+        if not any(not p.name.startswith("test_") for p in directory.glob("test*.py")):
+            continue
+        args = ["discover", "-s", name]
+        if not (directory / "__init__.py").exists():
+            args += ["-t", name]  # not a package: its modules import as top-level ones
+        argv = (pytest_plan.argv[0], "-m", "_pyti_unittest_runner", *args)
+        return TestPlan("unittest", argv, root, pytest_plan.moved, pytest_plan.top_levels, ())
+    return None
+
+
 def plan_tests(
     *,
     root: Path,

@@ -359,3 +359,24 @@ NUMPY_TESTS = {
             assert int(numpy.arange(10).sum()) == 45
         """,
 }
+
+
+# decorator 5.3.1's layout: its tests live in tests/test.py, a unittest module its README
+# runs as a script; pytest's default patterns miss it, unittest's `test*.py` does not.
+SCRIPT_STYLE_TESTS = {
+    "test.py": """\
+        import unittest
+
+        import pyti_fixture_script
+
+        class Tests(unittest.TestCase):
+            def test_value(self):
+                self.assertEqual(pyti_fixture_script.VALUE, 42)
+
+            def test_failing_on_purpose(self):
+                self.assertEqual(1, 2)
+
+        if __name__ == "__main__":
+            unittest.main()
+        """,
+}

@@ -372,3 +372,16 @@ def test_a_wheel_built_for_x86_64_v2_runs_in_the_guest(
     assert stored(data_dir, "SELECT nodeid, outcome FROM tests") == [
         ("tests/test_numpy.py::test_numpy_computes", "passed")
     ]
+
+
+def test_tests_only_unittest_discovers_are_run_when_pytest_finds_none(
+    bookworm_image: object, data_dir: Path, tmp_path: Path
+) -> None:
+    sdist = sdists.simple_project(tmp_path, "pyti-fixture-script", sdists.SCRIPT_STYLE_TESTS)
+    result = pyti_run(data_dir, str(sdist))
+    assert result.returncode == 1, result.stdout + result.stderr  # one test fails on purpose
+    outcomes = {
+        str(nodeid).rsplit(".", 1)[-1]: o
+        for nodeid, o in stored(data_dir, "SELECT nodeid, outcome FROM tests")
+    }
+    assert outcomes == {"test_value": "passed", "test_failing_on_purpose": "failed"}

@@ -376,3 +376,22 @@ def test_result_reader_keeps_outcomes_but_drops_reports_past_the_byte_budget(
         ("t.py::3", 0),
     ]
     assert stats.dropped == 0
+
+
+def test_unittest_discovery_is_planned_only_for_modules_pytest_does_not_match(
+    tmp_path: Path,
+) -> None:
+    pytest_plan = testrun.TestPlan("pytest", ("/venv/bin/python", "-m", "pytest"), tmp_path)
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_things.py").write_text("")
+    assert testrun.unittest_discovery_plan(tmp_path, pytest_plan) is None  # pytest's own
+    (tests / "test.py").write_text("")  # decorator 5.3.1 keeps its tests here
+    plan = testrun.unittest_discovery_plan(tmp_path, pytest_plan)
+    assert plan is not None and plan.runner == "unittest"
+    assert plan.argv == (
+        "/venv/bin/python", "-m", "_pyti_unittest_runner", "discover", "-s", "tests", "-t", "tests"
+    )  # fmt: skip
+    (tests / "__init__.py").write_text("")  # a package: imported as tests.test
+    plan = testrun.unittest_discovery_plan(tmp_path, pytest_plan)
+    assert plan is not None and plan.argv[-2:] == ("-s", "tests")
