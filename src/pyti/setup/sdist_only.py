@@ -133,7 +133,6 @@ def dependencies(
         return (), LEGACY_NOTE
     raise ResolutionFailed(
         f"{name} {version} has only an sdist for the guest, and its dependencies need a"
-        # No square brackets: the CLI prints errors through rich, which reads them as markup.
         " build to be known (no PKG-INFO 2.2+, no static dependencies in pyproject.toml);"
         f" {_fix(name)}, or --with a version of {name} that has a wheel"
     )
