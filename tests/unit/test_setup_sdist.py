@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyti.errors import HostileArchive
@@ -153,6 +153,7 @@ def test_fuzzed_archives_raise_only_hostile_archive(data: bytes, name: str) -> N
 
 @settings(max_examples=100, deadline=None)
 @given(st.binary(min_size=1, max_size=64), st.integers(0, 4000))
+@example(noise=b"\x00\x00\x00", at=186)  # zipfile's IndexError, found by this test
 def test_flipped_bytes_in_a_real_zip_raise_only_hostile_archive(noise: bytes, at: int) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -25,10 +25,11 @@ MAX_MEMBERS = 100_000
 
 
 # What a corrupt archive makes tarfile, zipfile, gzip and zlib raise (found by fuzzing):
-# NotImplementedError is an unknown zip compression, RuntimeError an encrypted member.
+# NotImplementedError is an unknown zip compression, RuntimeError an encrypted member,
+# IndexError a zeroed local header (zipfile reads past a short name).
 _CORRUPT = (
     tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, struct.error,
-    EOFError, OSError, ValueError, NotImplementedError, RuntimeError,
+    EOFError, OSError, ValueError, NotImplementedError, RuntimeError, IndexError,
 )  # fmt: skip
 
 
