@@ -140,7 +140,7 @@ async def boot_to_ready(
         qemu_rss = rss_mb(machine.pid)
         qemu_anon = rss_mb(machine.pid, "RssAnon")
         own_rss = rss_mb(os.getpid())
-        await channel.send(Start(run_id="bench", tasks=()))
+        await channel.send(snapshot.fresh_start("bench", ()))
         machine.mark_running()
         async for _ in channel:
             pass

@@ -13,6 +13,7 @@ import time
 
 from pyti.protocol import (
     PROTOCOL_VERSION,
+    SNAPSHOT_MARKER,
     Cancel,
     Goodbye,
     Heartbeat,
@@ -34,7 +35,6 @@ HEARTBEAT_SECONDS = 2.0
 GOODBYE_LINGER = 2.0
 IMAGE_ID = "/opt/pyti/image_id"  # written by the image build
 SETUP_DIR = "/mnt/setup"
-SNAPSHOT_MARKER = "pyti-agent: ready for Hello"  # pyti.snapshot waits for it
 WORK_DIR = "/home/pyti/work"
 PYTI_UID = 1000  # the user images/customize.sh creates
 

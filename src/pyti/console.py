@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyti.capped import CappedLog
+from pyti.protocol import SNAPSHOT_MARKER
 
 HEAD_BYTES = 64 * 1024
 TAIL_BYTES = 192 * 1024
@@ -19,9 +20,8 @@ MAX_LINE = 4096  # a longer "line" is scanned by its first MAX_LINE bytes only
 
 PANIC_MARKERS = (b"Kernel panic - not syncing",)
 OOM_MARKERS = (b"Out of memory:", b"invoked oom-killer", b"Memory cgroup out of memory")
-# The agent prints this line just before its Hello (guest_agent/pyti_agent/__main__.py):
-# the point where pyti.snapshot saves a VM. Only a whole line counts.
-MARKER = b"pyti-agent: ready for Hello"
+# The agent's snapshot point (pyti.protocol.SNAPSHOT_MARKER); only a whole line counts.
+MARKER = SNAPSHOT_MARKER.encode()
 # Panics that are the OOM killer giving up ("Out of memory and no killable processes...").
 OOM_PANIC_MARKERS = (b"Out of memory", b"deadlocked on memory")
 

@@ -25,7 +25,7 @@ from pyti.deadlines import Deadlines
 from pyti.errors import GuestCrashed, QemuFailed
 from pyti.image import Image
 from pyti.machine import End, Machine, MachineConfig, open_machine
-from pyti.protocol import CLOSED, NEED_DATA, Connection, Goodbye, Hello, Role, Start
+from pyti.protocol import CLOSED, NEED_DATA, Connection, Goodbye, Hello, Role
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,7 @@ async def _hello_then_goodbye(
             hello, at_hello = event, time.monotonic() - started
             cpu = cpu_seconds(machine.pid) if machine.pid else None
             machine.mark_ready()
-            start = Start(
-                run_id=uuid.uuid4().hex, tasks=(), clock=time.time(), entropy=os.urandom(32)
-            )
+            start = snapshot.fresh_start(uuid.uuid4().hex, ())
             await stream.send_all(conn.send(start))
         elif isinstance(event, Goodbye):
             goodbye = event

@@ -24,7 +24,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -228,6 +228,39 @@ async def sandbox_supported(qemu: str) -> bool:
         _sandbox_support[qemu] = ok
         log.debug("QEMU %s -sandbox support: %s", qemu, ok)
     return _sandbox_support[qemu]
+
+
+def vm_config(
+    config: MachineConfig,
+    *,
+    setup_disk: Path | None,
+    scratch_disk: Path | None,
+    socket: Callable[[str], Path],
+    sandbox: bool,
+    boot_args: str = "",
+    incoming_fd: int | None = None,
+) -> VmConfig:
+    """The QEMU-level config of `config`, given what each VM has of its own (its disks'
+    paths, its sockets, the clock on the command line); pyti.snapshot keys on it too."""
+    return VmConfig(
+        qemu=config.qemu,
+        accel=config.accel,
+        memory_mb=config.memory_mb,
+        cpus=config.cpus,
+        kernel=config.kernel,
+        initrd=config.initrd,
+        cmdline=" ".join(a for a in (config.cmdline, boot_args, config.extra_cmdline) if a),
+        root_disk=config.root_disk,
+        setup_disk=setup_disk,
+        scratch_disk=scratch_disk,
+        serial_socket=socket("port"),
+        console_socket=socket("console"),
+        qmp_socket=socket("qmp"),
+        sandbox=sandbox,
+        tb_size_mb=config.tb_size_mb,
+        paused=True,  # connect everything before the first guest instruction
+        incoming_fd=incoming_fd,
+    )
 
 
 def make_scratch_disk(path: Path, size_mb: int) -> None:
@@ -477,24 +510,13 @@ class Machine:
         if sandbox is None:
             sandbox = await sandbox_supported(config.qemu)
         # /init sets the clock from pyti.time (the RTC alone is the host's local time).
-        cmdline = f"{config.cmdline} pyti.time={int(time.time())} {config.extra_cmdline}".strip()
-        vm = VmConfig(
-            qemu=config.qemu,
-            accel=config.accel,
-            memory_mb=config.memory_mb,
-            cpus=config.cpus,
-            kernel=config.kernel,
-            initrd=config.initrd,
-            cmdline=cmdline,
-            root_disk=config.root_disk,
+        vm = vm_config(
+            config,
             setup_disk=config.setup_disk,
             scratch_disk=scratch,
-            serial_socket=vmdir.socket("port"),
-            console_socket=vmdir.socket("console"),
-            qmp_socket=vmdir.socket("qmp"),
+            socket=vmdir.socket,
             sandbox=sandbox,
-            tb_size_mb=config.tb_size_mb,
-            paused=True,  # connect everything before the first guest instruction
+            boot_args=f"pyti.time={int(time.time())}",
             incoming_fd=incoming,
         )
         return build_argv(vm)

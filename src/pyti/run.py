@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +22,7 @@ from pyti.deadlines import Deadlines, deadline_factor
 from pyti.errors import MissingImage, QemuFailed, UsageError
 from pyti.machine import End, Machine, MachineConfig, MachineResult, open_machine
 from pyti.outcomes import VmEnd
-from pyti.protocol import Hello, Metadata, Output, Start
+from pyti.protocol import Hello, Metadata, Output
 from pyti.recorder import RunRecorder
 from pyti.render import Phase
 from pyti.results import RunResult
@@ -34,7 +32,6 @@ log = logging.getLogger(__name__)
 
 PYTHON_SUITES = {python: suite for suite, python in image.SUITES.items()}
 DISK_FULL_MARKERS = (b"No space left on device", b"Disk quota exceeded")
-ENTROPY_BYTES = 64  # fresh randomness for the guest's CRNG in every Start (pyti.snapshot)
 
 # How each machine end maps onto the run's VM end; NORMAL and STOPPED defer to the channel.
 _MACHINE_ENDS = {
@@ -120,12 +117,8 @@ class _Session:
             if isinstance(message, Hello):
                 machine.mark_ready()
                 self.recorder.phase(Phase.BOOT, f"agent {message.agent_version} ready")
-                start = Start(
-                    run_id=str(self.recorder.run_id),
-                    tasks=tuple(start_tasks),
-                    test_args=self.request.test_args,
-                    clock=time.time(),
-                    entropy=os.urandom(ENTROPY_BYTES),
+                start = snapshot.fresh_start(
+                    str(self.recorder.run_id), start_tasks, self.request.test_args
                 )
                 if await channel.send(start):
                     machine.mark_running()

@@ -30,15 +30,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import trio
 
 from pyti import paths
 from pyti.accel import qemu_identity
-from pyti.machine import End, Machine, MachineConfig, sandbox_supported
-from pyti.qemu_argv import VmConfig, build_argv
+from pyti.machine import End, Machine, MachineConfig, sandbox_supported, vm_config
+from pyti.protocol import Start
+from pyti.qemu_argv import build_argv
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,22 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 SUFFIX = ".state"
 UNUSED_DAYS = 14
+
+
+ENTROPY_BYTES = 64
+
+
+def fresh_start(run_id: str, tasks: Sequence[str], test_args: Sequence[str] = ()) -> Start:
+    """The Start for a guest that may be resumed from a snapshot: with the host's clock and
+    fresh entropy for its CRNG (without them, every resumed guest would draw the same bytes).
+    Every host that starts a guest's tasks sends this one."""
+    return Start(
+        run_id=run_id,
+        tasks=tuple(tasks),
+        test_args=tuple(test_args),
+        clock=time.time(),
+        entropy=os.urandom(ENTROPY_BYTES),
+    )
 
 
 def _identity(path: Path | None) -> str:
@@ -58,26 +75,15 @@ def _identity(path: Path | None) -> str:
 
 def key(config: MachineConfig) -> str:
     """What a snapshot depends on: the argv's shape, the image files, the QEMU binary."""
+    # The argv with what differs per VM replaced by what must not: the disks' sizes.
     placeholder = Path("/vm")
-    shape = VmConfig(
-        qemu=config.qemu,
-        accel=config.accel,
-        memory_mb=config.memory_mb,
-        cpus=config.cpus,
-        kernel=config.kernel,
-        initrd=config.initrd,
-        cmdline=f"{config.cmdline} {config.extra_cmdline}".strip(),
-        root_disk=config.root_disk,
-        setup_disk=placeholder / f"setup-{config.setup_disk.stat().st_size}"
-        if config.setup_disk is not None
-        else None,
+    setup = config.setup_disk
+    shape = vm_config(
+        config,
+        setup_disk=placeholder / f"setup-{setup.stat().st_size}" if setup else None,
         scratch_disk=placeholder / f"scratch-{config.scratch_mb}" if config.scratch_mb else None,
-        serial_socket=placeholder / "port",
-        console_socket=placeholder / "console",
-        qmp_socket=placeholder / "qmp",
+        socket=lambda name: placeholder / name,
         sandbox=bool(config.sandbox),
-        tb_size_mb=config.tb_size_mb,
-        paused=True,
     )
     material = {
         "format": FORMAT,

@@ -33,6 +33,15 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MachineConfig:
     )
 
 
+def fake_maker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make snapshots without a VM: the file a real save would write, with fake content."""
+
+    async def make(_: MachineConfig, target: Path) -> None:
+        target.write_bytes(b"QEVM")
+
+    monkeypatch.setattr(snapshot, "_make", make)
+
+
 def test_the_key_ignores_what_differs_per_run(config: MachineConfig, tmp_path: Path) -> None:
     other_disk = tmp_path / "setup-b.sqfs"
     other_disk.write_bytes(b"b" * 100)  # another package, the same size
@@ -107,10 +116,7 @@ def test_a_snapshot_that_cannot_be_made_is_not_tried_again(
 def test_an_existing_snapshot_is_used_and_a_made_one_is_kept(
     config: MachineConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def make(_: MachineConfig, target: Path) -> None:
-        target.write_bytes(b"QEVM")
-
-    monkeypatch.setattr(snapshot, "_make", make)
+    fake_maker(monkeypatch)
     made = trio.run(snapshot.ensure, config)
     assert made is not None and made.read_bytes() == b"QEVM"
 
@@ -140,10 +146,7 @@ def test_while_another_pyti_makes_it_this_run_boots_cold(
 def test_snapshots_of_images_that_are_gone_are_pruned(
     config: MachineConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def make(_: MachineConfig, target: Path) -> None:
-        target.write_bytes(b"QEVM")
-
-    monkeypatch.setattr(snapshot, "_make", make)
+    fake_maker(monkeypatch)
     kept = trio.run(snapshot.ensure, config)
     assert kept is not None
     assert snapshot.prune() == 0 and kept.exists()
@@ -158,10 +161,7 @@ def test_snapshots_unused_for_weeks_are_pruned(
     import os
     import time
 
-    async def make(_: MachineConfig, target: Path) -> None:
-        target.write_bytes(b"QEVM")
-
-    monkeypatch.setattr(snapshot, "_make", make)
+    fake_maker(monkeypatch)
     kept = trio.run(snapshot.ensure, config)
     assert kept is not None
     old = time.time() - (snapshot.UNUSED_DAYS + 1) * 86400

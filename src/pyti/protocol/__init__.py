@@ -22,6 +22,7 @@ from .codec import (
 )
 from .messages import (
     PROTOCOL_VERSION,
+    SNAPSHOT_MARKER,
     Cancel,
     Finding,
     Goodbye,
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "SNAPSHOT_MARKER",
     "Cancel",
     "Connection",
     "Event",

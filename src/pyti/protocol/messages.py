@@ -29,6 +29,11 @@ else:
 
 PROTOCOL_VERSION = 1
 
+# The console line the agent prints at its snapshot point, just before Hello; the host that
+# saves a VM waits for it (pyti.snapshot). On the console, not the port: at that point the
+# port has no host by design.
+SNAPSHOT_MARKER = "pyti-agent: ready for Hello"
+
 TASK_NAMES = frozenset({"metadata", "install", "test", "quality"})
 TASK_OUTCOMES = frozenset(
     {"passed", "failed", "no-tests", "install-failed", "build-failed", "error", "skipped"}
