@@ -113,15 +113,18 @@ def _tox_section(parser: configparser.RawConfigParser) -> str | None:
     return next((s for s in parser.sections() if s.startswith("testenv:py")), None)
 
 
+def _unfactored(raw: str) -> str:
+    """A tox line without its factor condition: "py311,cov: pytest-cov" applies to some
+    envs, and pyti keeps it (the maintainers' envs are many; pyti runs one)."""
+    line = raw.strip()
+    factor = re.match(r"^[\w.!,-]+:\s+(.*)$", line)
+    return factor.group(1) if factor else line
+
+
 def _tox_deps(members: Mapping[str, bytes], value: str) -> list[str]:
     out: list[str] = []
     for raw in value.splitlines():
-        line = raw.strip()
-        # Factor-conditional lines ("py311,cov: pytest-cov") apply to some envs: keep them.
-        factor = re.match(r"^[\w.!,-]+:\s+(.*)$", line)
-        if factor:
-            line = factor.group(1)
-        line = line.replace("{toxinidir}/", "").replace("{toxinidir}", ".")
+        line = _unfactored(raw).replace("{toxinidir}/", "").replace("{toxinidir}", ".")
         include = re.match(r"^(?:-r|--requirement)[\s=]*(\S+)$", line)
         if include:
             out += requirements_file(members, _normalize(PurePosixPath(include.group(1))))
@@ -287,40 +290,29 @@ def _tox_extras(value: str) -> list[str]:
     (`unit: diagrams`, kept like factor-conditional deps)."""
     out: list[str] = []
     for raw in value.splitlines():
-        line = raw.strip()
-        factor = re.match(r"^[\w.!,-]+:\s+(.*)$", line)
-        if factor:
-            line = factor.group(1)
+        line = _unfactored(raw)
         out += [word for word in re.split(r"[\s,]+", line) if re.fullmatch(r"[\w.-]+", word)]
     return out
 
 
-def _tox_env_extras(members: Mapping[str, bytes]) -> list[str]:
-    """The package's own extras that its tox test env installs."""
+def _tox_env(members: Mapping[str, bytes]) -> dict[str, str]:
+    """The options of tox.ini's test env ({} without one)."""
     if "tox.ini" not in members:
-        return []
+        return {}
     tox = _ini("tox.ini", members["tox.ini"])
     section = _tox_section(tox)
-    if section is None or not tox.has_option(section, "extras"):
-        return []
-    return _tox_extras(tox.get(section, "extras"))
+    return dict(tox.items(section)) if section is not None else {}
 
 
-def _tox(members: Mapping[str, bytes], found: _Collector) -> tuple[str, tuple[str, ...]]:
-    if "tox.ini" not in members:
-        return "auto", ()
-    tox = _ini("tox.ini", members["tox.ini"])
-    section = _tox_section(tox)
-    if section is None:
-        return "auto", ()
-    if tox.has_option(section, "deps"):
-        for line in _tox_deps(members, tox.get(section, "deps")):
-            found.add(line, "tox.ini")
-    if tox.has_option(section, "commands"):
-        for line in tox.get(section, "commands").splitlines():
-            command = runner_from_command(line)
-            if command:
-                return command
+def _tox(
+    members: Mapping[str, bytes], env: Mapping[str, str], found: _Collector
+) -> tuple[str, tuple[str, ...]]:
+    for line in _tox_deps(members, env.get("deps", "")):
+        found.add(line, "tox.ini")
+    for line in env.get("commands", "").splitlines():
+        command = runner_from_command(line)
+        if command:
+            return command
     return "auto", ()
 
 
@@ -364,7 +356,8 @@ def extract(
     if "pyproject.toml" in members:
         pyproject = load_toml("pyproject.toml", members["pyproject.toml"])
     extras = _extras(members, pyproject, metadata, target)
-    wanted = [*TEST_EXTRAS, *_tox_env_extras(members)]
+    tox_env = _tox_env(members)
+    wanted = [*TEST_EXTRAS, *_tox_extras(tox_env.get("extras", ""))]
     has_test_config = any(extras.get(e) for e in wanted) or any(
         _groups(pyproject, g) for g in TEST_GROUPS
     )
@@ -386,7 +379,7 @@ def extract(
         if _REQ_FILE.match(path):
             for line in requirements_file(members, path):
                 found.add(line, path)
-    runner, runner_args = _tox(members, found)
+    runner, runner_args = _tox(members, tox_env, found)
     runner, runner_args = _tool_pyti(pyproject, found, runner, runner_args, findings)
     return TestConfig(
         requirements=tuple(found.items),
